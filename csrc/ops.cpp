@@ -1,0 +1,38 @@
+// The schemas of the s3fn operators. Kernels are registered per device in
+// cpu/ and cuda/; autograd and fake (meta) kernels are registered from Python
+// in s3fn/ops.
+#include <torch/library.h>
+
+TORCH_LIBRARY(s3fn, m) {
+  // pool: 0 = none, 1 = 2x2x2 average, 2 = 2x2x2 max (stride 2, floor).
+  // Returns (out, aux). aux is what the backward needs beyond `out` (empty when
+  // save_aux is false or nothing is needed): for pool = avg with relu, a uint8
+  // mask over the conv output (1 where conv + bias > 0); for pool = max, the
+  // uint8 offset (dz * 4 + dy * 2 + dx) of each window's maximum.
+  m.def(
+      "conv3d_block(Tensor x, Tensor weight, Tensor? bias, int[3] padding, "
+      "bool relu, int pool, bool save_aux) -> (Tensor, Tensor)");
+  // output_mask says which of (grad_x, grad_weight, grad_bias) to compute;
+  // the others come back empty.
+  m.def(
+      "conv3d_block_backward(Tensor grad_out, Tensor x, Tensor weight, "
+      "Tensor out, Tensor aux, int[3] padding, bool relu, int pool, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  m.def(
+      "cosine_logits(Tensor features, Tensor class_embeddings, Tensor scale) "
+      "-> Tensor");
+  m.def(
+      "cosine_logits_backward(Tensor grad, Tensor features, "
+      "Tensor class_embeddings, Tensor scale) -> (Tensor, Tensor, Tensor)");
+
+  // reduction: 0 = none, 1 = mean, 2 = sum. Returns (loss, lse) where lse is
+  // the float32 log-sum-exp of each row's logits, kept for the backward.
+  m.def(
+      "cosine_alignment_loss(Tensor features, Tensor class_embeddings, "
+      "Tensor target, Tensor scale, int reduction) -> (Tensor, Tensor)");
+  m.def(
+      "cosine_alignment_loss_backward(Tensor grad_loss, Tensor features, "
+      "Tensor class_embeddings, Tensor target, Tensor scale, Tensor lse, "
+      "int reduction) -> (Tensor, Tensor, Tensor)");
+}
