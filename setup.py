@@ -64,7 +64,7 @@ def extension() -> cpp_extension.CppExtension:
 
     sources = [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cpp"))]
     sources += [str(p.relative_to(ROOT)) for p in sorted((CSRC / "cpu").glob("*.cpp"))]
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-DS3FN_EXTENSION"]
+    cxx_flags = ["-O3", "-fopenmp"]
     args = dict(
         name="s3fn._C",
         include_dirs=[str(GENERATED), str(CSRC)],
@@ -78,7 +78,7 @@ def extension() -> cpp_extension.CppExtension:
     sources += [str(p.relative_to(ROOT)) for p in sorted(cuda_dir.glob("*.cpp"))]
     sources += [str(p.relative_to(ROOT)) for p in sorted(cuda_dir.glob("*.cu"))]
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", *gencode]
+    nvcc_flags = ["-O3", "--expt-relaxed-constexpr", *gencode]
     return cpp_extension.CUDAExtension(
         sources=sources,
         extra_compile_args={"cxx": [*cxx_flags, "-DS3FN_WITH_CUDA"], "nvcc": nvcc_flags},

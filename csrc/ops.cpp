@@ -27,7 +27,8 @@ TORCH_LIBRARY(s3fn, m) {
       "Tensor class_embeddings, Tensor scale) -> (Tensor, Tensor, Tensor)");
 
   // reduction: 0 = none, 1 = mean, 2 = sum. Returns (loss, lse) where lse is
-  // the float32 log-sum-exp of each row's logits, kept for the backward.
+  // the log-sum-exp of each row's logits, kept for the backward, in the
+  // accumulation dtype (float32 for float16/bfloat16/float32, else float64).
   m.def(
       "cosine_alignment_loss(Tensor features, Tensor class_embeddings, "
       "Tensor target, Tensor scale, int reduction) -> (Tensor, Tensor)");

@@ -1,0 +1,34 @@
+# One-command set-up, build and test. `make test` on a machine with only Python:
+# creates .venv (seeing a system-wide torch if there is one), installs torch==2.13.0
+# only where no torch is importable, builds the extension against that torch with
+# --no-build-isolation (an isolated build would download a separate CUDA torch),
+# then runs pytest.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.s3fn-installed
+
+.PHONY: test build install lint clean
+
+test: build
+	$(PY) -m pytest
+
+build: $(INSTALLED)
+	$(PY) setup.py -q build_ext --inplace
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==$(TORCH_VERSION)
+	$(PY) -m pip install "setuptools>=68" wheel ninja
+	$(PY) -m pip install --no-build-isolation -e ".[test]"
+	touch $@
+
+lint: $(INSTALLED)
+	$(PY) -m ruff --version >/dev/null 2>&1 || $(PY) -m pip install -q ruff
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build s3fn/_C*.so *.egg-info

@@ -1,0 +1,155 @@
+"""conv3d_block against its float64 PyTorch reference: values, gradients, gradcheck, opcheck."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from s3fn.ops import conv3d_block, reference
+from tests.conftest import assert_close_to_reference, device_dtypes
+
+POOLS = [None, "avg", "max"]
+
+
+def random_config(rng: random.Random, kernel: tuple[int, int, int]) -> dict:
+    """A random but valid conv3d_block call with the given kernel size."""
+    pool = rng.choice(POOLS)
+    padding = rng.choice([0, 1, 2, (rng.randint(0, 2), rng.randint(0, 2), rng.randint(0, 2))])
+    pads = padding if isinstance(padding, tuple) else (padding,) * 3
+    least = 2 if pool else 1  # conv output size s + 2p - k + 1 must hold one pooling window
+    spatial = [
+        max(1, k - 2 * p + least - 1) + rng.randint(0, 4) for k, p in zip(kernel, pads, strict=True)
+    ]
+    return dict(
+        n=rng.choice([1, 3]),
+        c_in=rng.choice([1, 2, 3, 5]),
+        c_out=rng.choice([1, 4, 7, 9]),
+        spatial=tuple(spatial),
+        kernel=kernel,
+        padding=padding,
+        relu=rng.random() < 0.7,
+        pool=pool,
+        bias=rng.random() < 0.8,
+    )
+
+
+def sweep() -> list:
+    """Every kernel size 1..7 in each dimension, mixed with random shapes, pads and epilogues."""
+    rng = random.Random(1234)
+    kernels = [(k, k, k) for k in range(1, 8)] + [(1, 7, 3), (7, 1, 2), (2, 5, 6), (3, 2, 1)]
+    configs = [random_config(rng, kernel) for kernel in kernels for _ in range(3)]
+    return [pytest.param(c, id=f"cfg{i}") for i, c in enumerate(configs)]
+
+
+def make_inputs(cfg: dict, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg["n"], cfg["c_in"], *cfg["spatial"], generator=gen, dtype=torch.float64)
+    w = torch.randn(cfg["c_out"], cfg["c_in"], *cfg["kernel"], generator=gen, dtype=torch.float64)
+    w /= (cfg["c_in"] * w[0, 0].numel()) ** 0.5
+    b = torch.randn(cfg["c_out"], generator=gen, dtype=torch.float64) if cfg["bias"] else None
+    return x, w, b
+
+
+def call(fn, cfg, x, w, b):
+    return fn(x, w, b, padding=cfg["padding"], relu=cfg["relu"], pool=cfg["pool"])
+
+
+def reference_and_grads(cfg, x, w, b, grad_seed: int = 1):
+    leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    out = call(reference.conv3d_block, cfg, *leaves, *([None] if b is None else []))
+    grad_out = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype
+    )
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    return out.detach(), grad_out, grads
+
+
+@pytest.mark.parametrize(("device", "dtype"), device_dtypes())
+@pytest.mark.parametrize("cfg", sweep())
+def test_matches_reference_in_value_and_gradient(cfg, device, dtype, poison_cuda_allocator):
+    x, w, b = make_inputs(cfg)
+    expected, grad_out, expected_grads = reference_and_grads(cfg, x, w, b)
+
+    leaves = [t.to(device, dtype).requires_grad_() for t in (x, w, b) if t is not None]
+    out = call(conv3d_block, cfg, *leaves, *([None] if b is None else []))
+    assert out.shape == expected.shape and out.dtype == dtype
+    assert_close_to_reference(out, expected, dtype)
+
+    grads = torch.autograd.grad(out, leaves, grad_out.to(device, dtype))
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert_close_to_reference(got, want, dtype, scale=max(1.0, want.abs().max().item()))
+
+
+@pytest.mark.parametrize(("device", "dtype"), device_dtypes())
+@pytest.mark.parametrize("pool", POOLS)
+def test_paper_block_shapes(device, dtype, pool):
+    """The backbone's first block: 1 -> 32 channels on a 30-band 32x32 window."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 30, 32, 32, generator=gen, dtype=torch.float64)
+    w = torch.randn(32, 1, 3, 3, 3, generator=gen, dtype=torch.float64) / 5
+    b = torch.randn(32, generator=gen, dtype=torch.float64) / 10
+    expected = reference.conv3d_block(x, w, b, pool=pool)
+    out = conv3d_block(x.to(device, dtype), w.to(device, dtype), b.to(device, dtype), pool=pool)
+    assert_close_to_reference(out, expected, dtype)
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+def test_non_contiguous_inputs(device):
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(3, 9, 4, 8, 7, generator=gen, dtype=torch.float64)
+    x = base.permute(0, 2, 1, 3, 4)[:, :, ::2]  # (3, 4, 5, 8, 7), strided
+    w = torch.randn(6, 3, 4, 3, 3, generator=gen, dtype=torch.float64).transpose(
+        1, 2
+    )  # (6, 4, 3, 3, 3)
+    b = torch.randn(12, generator=gen, dtype=torch.float64)[::2]
+    assert not (x.is_contiguous() or w.is_contiguous() or b.is_contiguous())
+    for pool in POOLS:
+        expected = reference.conv3d_block(x, w, b, padding=1, pool=pool)
+        torch.testing.assert_close(conv3d_block(x, w, b, padding=1, pool=pool), expected)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("relu", [True, False])
+def test_gradcheck_float64(pool, relu):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 2, 5, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: conv3d_block(x, w, b, padding=(1, 0, 1), relu=relu, pool=pool), (x, w, b)
+    )
+
+
+def test_only_requested_gradients_are_computed():
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 2, 6, 6, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=gen, dtype=torch.float64)
+    out = conv3d_block(x, w, b, pool="max")
+    (grad_w,) = torch.autograd.grad(out.sum(), [w])
+    wr = w.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(reference.conv3d_block(x, wr, b, pool="max").sum(), [wr])
+    torch.testing.assert_close(grad_w, expected)
+
+
+def test_inference_mode_matches_training_output():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 7, 8, 9, generator=gen)
+    w = torch.randn(5, 3, 3, 3, 3, generator=gen, requires_grad=True)
+    for pool in POOLS:
+        with_grad = conv3d_block(x, w, pool=pool)
+        with torch.inference_mode():
+            without = conv3d_block(x, w, pool=pool)
+        torch.testing.assert_close(with_grad.detach(), without, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pool", [0, 1, 2])
+def test_opcheck(pool):
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 2, 5, 6, 7, generator=gen, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(3, generator=gen, requires_grad=True)
+    torch.library.opcheck(torch.ops.s3fn.conv3d_block, (x, w, b, [1, 1, 1], True, pool, True))
+    torch.library.opcheck(torch.ops.s3fn.conv3d_block, (x, w, None, [0, 0, 0], False, pool, False))
