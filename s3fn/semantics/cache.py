@@ -1,0 +1,120 @@
+"""On-disk caches for label semantics: class embeddings (.npz) and LLM replies (.json).
+
+Entries are named by a SHA-256 of their inputs and written atomically (temporary file in
+the same folder, then `os.replace`), so an interrupted run never leaves a half-written entry.
+The default root is `$S3FN_CACHE` or `~/.cache/s3fn`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_ENV = "S3FN_CACHE"
+
+
+def default_cache_dir(kind: str) -> Path:
+    """`$S3FN_CACHE/<kind>` when the variable is set, else `~/.cache/s3fn/<kind>`."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "s3fn") / kind
+
+
+def content_key(obj: Any) -> str:
+    """SHA-256 hex digest of `obj` as canonical JSON: equal inputs give equal keys everywhere."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and `os.replace` (creates parents)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EmbeddingCache:
+    """Class embeddings on disk, one `<key>.npz` per class (vector + a JSON `info` record)."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_cache_dir("embeddings")
+
+    def path(self, key: str) -> Path:
+        """Where the entry for `key` lives."""
+        return self.folder / f"{key}.npz"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The stored float32 vector for `key`, or None (a missing or unreadable entry)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as entry:
+                return np.asarray(entry["embedding"], dtype=np.float32)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            warnings.warn(
+                f"{path}: unreadable embedding cache entry ({exc}); recomputing it", stacklevel=2
+            )
+            return None
+
+    def put(self, key: str, vector: np.ndarray, info: Mapping[str, Any]) -> Path:
+        """Store `vector` (with `info`, e.g. class and model names, for humans) under `key`."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            embedding=np.asarray(vector, dtype=np.float32),
+            info=np.array(json.dumps(dict(info), ensure_ascii=False)),
+        )
+        path = self.path(key)
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+
+class ReplyCache:
+    """LLM replies on disk, one `<key>.json` per request (the request and the reply text)."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_cache_dir("llm")
+
+    def path(self, key: str) -> Path:
+        """Where the entry for `key` lives."""
+        return self.folder / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        """The stored reply for `key`, or None (a missing or unreadable entry)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            reply = json.loads(path.read_text(encoding="utf-8"))["reply"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(
+                f"{path}: unreadable LLM reply cache entry ({exc}); asking again", stacklevel=2
+            )
+            return None
+        return reply if isinstance(reply, str) else None
+
+    def put(self, key: str, request: Mapping[str, Any], reply: str) -> Path:
+        """Store `reply` to `request` under `key`."""
+        record = {"request": dict(request), "reply": reply}
+        path = self.path(key)
+        atomic_write_bytes(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+        return path
