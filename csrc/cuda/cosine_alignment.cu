@@ -1,0 +1,852 @@
+// CUDA kernels of cosine_logits and cosine_alignment_loss (see cosine_alignment.h).
+// Element types float, __half and __nv_bfloat16; every sum in float32.
+//
+// cosine_tile_kernel is the one pass over features and class embeddings: a
+// block owns 64 rows x 32 classes (or 256 rows x 8 classes when K <= 8), walks
+// the feature dimension in 16-wide shared-memory stages, and computes the dot
+// products (4x4 per thread) together with the squared norms of its rows and
+// classes, so nothing is normalised in a separate pass. Its epilogue depends on
+// the mode: logits; online log-sum-exp and loss (one launch, the mean / sum
+// finished by the last block in a fixed order); or, for the backward, the
+// per-row numbers the feature gradient needs (and G for the loss).
+//
+// Backward (grad = dL/dlogits, or G = g * (softmax - onehot) for the loss):
+//   A = G @ eh,  grad_f = scale/rf * (A - fh (fh.A))  [= alpha*A - beta*f]
+//   d_eh = scale * G.T @ fh,  grad_e = (d_eh - eh (eh.d_eh)) / re
+//   grad_scale = sum_n fh_n . A_n = sum_nk G_nk C_nk
+// class_prep (eh in float32) -> cosine_tile (per-row rinv, beta, grad_scale
+// partials, G) -> grad_features (a gather, no atomics) -> class_grad_partial
+// (split over rows, one float32 partial per split) -> class_finish (sums the
+// partials in a fixed order, projects, and finishes grad_scale). No atomics on
+// floats anywhere: results are deterministic.
+#include "cosine_alignment.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+namespace s3fn::cuda {
+namespace {
+
+// ---------------------------------------------------------------- helpers
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+constexpr float kEps = 1e-12f;  // torch.nn.functional.normalize's default
+
+// 1 / max(norm, eps), NaN-propagating like clamp_min.
+__device__ __forceinline__ float rinv_of(float norm) { return 1.f / (norm < kEps ? kEps : norm); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block, returned to every thread, in a fixed order. s_tmp holds
+// kThreads / 32 floats. Every thread of the block must call it.
+template <int kThreads>
+__device__ __forceinline__ float block_sum(float v, float* s_tmp) {
+  v = warp_sum(v);
+  __syncthreads();  // s_tmp is free (a previous call may still be reading it)
+  if ((threadIdx.x & 31) == 0) s_tmp[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float r = 0.f;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) r += s_tmp[i];
+  return r;
+}
+
+// ------------------------------------------------------- the cosine tile
+
+enum CosMode : int { kLogits = 0, kLoss = 1, kBwdLogits = 2, kBwdLoss = 3 };
+
+template <typename T>
+struct CosArgs {
+  const T* __restrict__ f;  // (n, d)
+  const T* __restrict__ e;  // (k, d)
+  const float* __restrict__ scale;
+  int64_t n;
+  int k, d;
+  T* __restrict__ logits;               // kLogits: (n, k)
+  const int64_t* __restrict__ target;   // kLoss, kBwdLoss: (n,)
+  int reduction;                        // kLoss, kBwdLoss
+  T* __restrict__ loss;                 // kLoss: (n,) or one element
+  float* __restrict__ lse;              // kLoss: (n,)
+  float* __restrict__ block_part;       // kLoss: one float per block
+  unsigned int* __restrict__ counter;   // kLoss: zero before the launch
+  const T* __restrict__ grad;           // kBwdLogits: (n, k)
+  const T* __restrict__ grad_loss;      // kBwdLoss
+  const float* __restrict__ lse_in;     // kBwdLoss: (n,)
+  float* __restrict__ g_out;            // kBwdLoss: G (n, k)
+  float* __restrict__ rinv_out;         // backward: 1 / max(||f_n||, eps)
+  float* __restrict__ beta_out;         // backward: scale * rinv^2 * (fh.A) (0 when ||f_n|| < eps)
+  float* __restrict__ scale_part;       // backward: one float per block
+};
+
+constexpr int kCosThreads = 128;
+constexpr int kCosBD = 16;  // feature dimensions per shared-memory stage
+
+// BC classes per tile (32, or 8 for small K); thread tile 4 rows x 4 classes;
+// BR = 128 / (BC / 4) * 4 rows per block. Grid: ceil(n / BR) blocks.
+template <typename T, int BC, int MODE>
+__global__ void __launch_bounds__(kCosThreads, 4) cosine_tile_kernel(CosArgs<T> a) {
+  constexpr int TR = 4, TC = 4;
+  constexpr int CG = BC / TC;                  // lanes along classes (consecutive lanes)
+  constexpr int BR = kCosThreads / CG * TR;    // rows per block
+  constexpr int BD = kCosBD;
+  constexpr int NV = (BR + BC + kCosThreads - 1) / kCosThreads;  // norms per thread
+  static_assert(32 % CG == 0, "a class group lies inside one warp");
+  __shared__ __align__(16) float s_f[BD][BR + 4];
+  __shared__ __align__(16) float s_e[BD][BC + 4];
+  __shared__ float s_fnorm[BR];
+  __shared__ float s_einv[BC];
+  __shared__ float s_tl[MODE == kLoss ? BR : 1];  // logit of each row's target
+  __shared__ float s_red[kCosThreads / 32];
+  __shared__ bool s_last;
+
+  const int tid = threadIdx.x;
+  const int tc = tid % CG, tr = tid / CG;
+  const int64_t row0 = (int64_t)blockIdx.x * BR;
+  const float scale = *a.scale;
+
+  // Per-row state of this thread's TR rows: online log-sum-exp (loss), sum_k G C (backward).
+  float run_m[TR], run_s[TR], sn[TR];
+#pragma unroll
+  for (int i = 0; i < TR; ++i) {
+    run_m[i] = -INFINITY;
+    run_s[i] = 0.f;
+    sn[i] = 0.f;
+  }
+  if constexpr (MODE == kLoss) {
+    for (int i = tid; i < BR; i += kCosThreads) s_tl[i] = __int_as_float(0x7fc00000);  // NaN
+  }
+
+  for (int c0 = 0; c0 < a.k; c0 += BC) {
+    float acc[TR][TC];
+#pragma unroll
+    for (int i = 0; i < TR; ++i)
+#pragma unroll
+      for (int j = 0; j < TC; ++j) acc[i][j] = 0.f;
+    float nsq[NV];
+#pragma unroll
+    for (int v = 0; v < NV; ++v) nsq[v] = 0.f;
+
+    for (int d0 = 0; d0 < a.d; d0 += BD) {
+      __syncthreads();  // the previous stage is consumed
+      for (int i = tid; i < BR * BD; i += kCosThreads) {
+        const int r = i / BD, dd = i % BD;
+        const int64_t row = row0 + r;
+        const int col = d0 + dd;
+        s_f[dd][r] = (row < a.n && col < a.d) ? to_float(a.f[row * a.d + col]) : 0.f;
+      }
+      for (int i = tid; i < BC * BD; i += kCosThreads) {
+        const int c = i / BD, dd = i % BD;
+        const int cls = c0 + c;
+        const int col = d0 + dd;
+        s_e[dd][c] = (cls < a.k && col < a.d) ? to_float(a.e[(int64_t)cls * a.d + col]) : 0.f;
+      }
+      __syncthreads();
+      // Squared norms: vector tid + v * 128 is row (< BR) or class (- BR).
+#pragma unroll
+      for (int v = 0; v < NV; ++v) {
+        const int w = tid + v * kCosThreads;
+        if (w < BR) {
+          if (c0 == 0) {
+#pragma unroll
+            for (int dd = 0; dd < BD; ++dd) nsq[v] = fmaf(s_f[dd][w], s_f[dd][w], nsq[v]);
+          }
+        } else if (w < BR + BC) {
+#pragma unroll
+          for (int dd = 0; dd < BD; ++dd) nsq[v] = fmaf(s_e[dd][w - BR], s_e[dd][w - BR], nsq[v]);
+        }
+      }
+#pragma unroll
+      for (int dd = 0; dd < BD; ++dd) {
+        const float4 fv = *reinterpret_cast<const float4*>(&s_f[dd][tr * TR]);
+        const float4 ev = *reinterpret_cast<const float4*>(&s_e[dd][tc * TC]);
+        const float f4[TR] = {fv.x, fv.y, fv.z, fv.w};
+        const float e4[TC] = {ev.x, ev.y, ev.z, ev.w};
+#pragma unroll
+        for (int i = 0; i < TR; ++i)
+#pragma unroll
+          for (int j = 0; j < TC; ++j) acc[i][j] = fmaf(f4[i], e4[j], acc[i][j]);
+      }
+    }
+
+    __syncthreads();  // the previous class tile's epilogue is done with s_fnorm / s_einv
+#pragma unroll
+    for (int v = 0; v < NV; ++v) {
+      const int w = tid + v * kCosThreads;
+      if (w < BR) {
+        if (c0 == 0) s_fnorm[w] = sqrtf(nsq[v]);
+      } else if (w < BR + BC) {
+        s_einv[w - BR] = rinv_of(sqrtf(nsq[v]));
+      }
+    }
+    __syncthreads();
+
+    // cos[i][j] = fh_row . eh_class for row0 + tr*TR + i, class c0 + tc*TC + j.
+    float cosv[TR][TC];
+#pragma unroll
+    for (int i = 0; i < TR; ++i) {
+      const float rf = rinv_of(s_fnorm[tr * TR + i]);
+#pragma unroll
+      for (int j = 0; j < TC; ++j) cosv[i][j] = acc[i][j] * rf * s_einv[tc * TC + j];
+    }
+
+    if constexpr (MODE == kLogits) {
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        const int64_t row = row0 + tr * TR + i;
+        if (row >= a.n) break;
+#pragma unroll
+        for (int j = 0; j < TC; ++j) {
+          const int cls = c0 + tc * TC + j;
+          if (cls < a.k) a.logits[row * a.k + cls] = from_float<T>(scale * cosv[i][j]);
+        }
+      }
+    } else if constexpr (MODE == kLoss) {
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        float l[TC];
+        float m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < TC; ++j) {
+          l[j] = c0 + tc * TC + j < a.k ? scale * cosv[i][j] : -INFINITY;
+          m = fmaxf(m, l[j]);
+        }
+#pragma unroll
+        for (int o = CG / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float se = 0.f;
+#pragma unroll
+        for (int j = 0; j < TC; ++j) {
+          if (c0 + tc * TC + j < a.k) se += expf(l[j] - m);
+        }
+#pragma unroll
+        for (int o = CG / 2; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
+        const float mn = fmaxf(run_m[i], m);
+        run_s[i] = run_s[i] * expf(run_m[i] - mn) + se * expf(m - mn);
+        run_m[i] = mn;
+        const int64_t row = row0 + tr * TR + i;
+        if (row < a.n) {
+          const int64_t t = a.target[row];
+#pragma unroll
+          for (int j = 0; j < TC; ++j) {
+            if (t == (int64_t)(c0 + tc * TC + j)) s_tl[tr * TR + i] = l[j];
+          }
+        }
+      }
+    } else if constexpr (MODE == kBwdLogits) {
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        const int64_t row = row0 + tr * TR + i;
+        if (row >= a.n) break;
+#pragma unroll
+        for (int j = 0; j < TC; ++j) {
+          const int cls = c0 + tc * TC + j;
+          if (cls < a.k) sn[i] = fmaf(to_float(a.grad[row * a.k + cls]), cosv[i][j], sn[i]);
+        }
+      }
+    } else {  // kBwdLoss
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        const int64_t row = row0 + tr * TR + i;
+        if (row >= a.n) break;
+        const int64_t t = a.target[row];
+        const float lse = a.lse_in[row];
+        const float gl = a.reduction == 0   ? to_float(a.grad_loss[row])
+                         : a.reduction == 1 ? to_float(a.grad_loss[0]) / (float)a.n
+                                            : to_float(a.grad_loss[0]);
+#pragma unroll
+        for (int j = 0; j < TC; ++j) {
+          const int cls = c0 + tc * TC + j;
+          if (cls < a.k) {
+            const float p = expf(scale * cosv[i][j] - lse);
+            const float g = gl * (p - (t == (int64_t)cls ? 1.f : 0.f));
+            a.g_out[row * a.k + cls] = g;
+            sn[i] = fmaf(g, cosv[i][j], sn[i]);
+          }
+        }
+      }
+    }
+  }
+
+  if constexpr (MODE == kLoss) {
+    __syncthreads();  // s_tl is complete
+    float part = 0.f;
+    if (tc == 0) {
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        const int64_t row = row0 + tr * TR + i;
+        if (row >= a.n) break;
+        const float lse = run_m[i] + logf(run_s[i]);
+        a.lse[row] = lse;
+        const float loss = lse - s_tl[tr * TR + i];
+        if (a.reduction == 0) {
+          a.loss[row] = from_float<T>(loss);
+        } else {
+          part += loss;
+        }
+      }
+    }
+    if (a.reduction != 0) {
+      // Block partial, then the last block to finish sums the partials in block order.
+      const float bsum = block_sum<kCosThreads>(part, s_red);
+      if (tid == 0) {
+        a.block_part[blockIdx.x] = bsum;
+        __threadfence();
+        s_last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
+      }
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        float tot = 0.f;
+        for (unsigned b = tid; b < gridDim.x; b += kCosThreads) tot += __ldcg(&a.block_part[b]);
+        tot = block_sum<kCosThreads>(tot, s_red);
+        if (tid == 0) a.loss[0] = from_float<T>(a.reduction == 1 ? tot / (float)a.n : tot);
+      }
+    }
+  } else if constexpr (MODE == kBwdLogits || MODE == kBwdLoss) {
+#pragma unroll
+    for (int i = 0; i < TR; ++i) {
+#pragma unroll
+      for (int o = CG / 2; o > 0; o >>= 1) sn[i] += __shfl_xor_sync(0xffffffffu, sn[i], o);
+    }
+    float part = 0.f;
+    if (tc == 0) {
+#pragma unroll
+      for (int i = 0; i < TR; ++i) {
+        const int64_t row = row0 + tr * TR + i;
+        if (row >= a.n) break;
+        const float fnorm = s_fnorm[tr * TR + i];
+        const float rinv = rinv_of(fnorm);
+        a.rinv_out[row] = rinv;
+        a.beta_out[row] = fnorm < kEps ? 0.f : scale * rinv * rinv * sn[i];
+        part += sn[i];
+      }
+    }
+    const float bsum = block_sum<kCosThreads>(part, s_red);
+    if (tid == 0) a.scale_part[blockIdx.x] = bsum;
+  }
+}
+
+template <int BC>
+constexpr int cos_rows_per_block() {
+  return kCosThreads / (BC / 4) * 4;
+}
+
+template <typename T, int MODE>
+cudaError_t launch_cosine_tile(const CosArgs<T>& a, int64_t blocks, cudaStream_t stream) {
+  if (blocks <= 0) return cudaSuccess;
+  if (a.k <= 8) {
+    cosine_tile_kernel<T, 8, MODE><<<(unsigned)blocks, kCosThreads, 0, stream>>>(a);
+  } else {
+    cosine_tile_kernel<T, 32, MODE><<<(unsigned)blocks, kCosThreads, 0, stream>>>(a);
+  }
+  return cudaGetLastError();
+}
+
+int64_t cosine_tile_blocks(int64_t n, int64_t k) {
+  const int64_t br = k <= 8 ? cos_rows_per_block<8>() : cos_rows_per_block<32>();
+  return (n + br - 1) / br;
+}
+
+// ------------------------------------------------------------- backward
+
+// eh[c] = e[c] / max(||e[c]||, eps) in float32, enorm[c] = ||e[c]||. Grid: k blocks.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    class_prep_kernel(const T* __restrict__ e, float* __restrict__ eh, float* __restrict__ enorm,
+                      int d) {
+  __shared__ float s_red[8];
+  const int64_t base = (int64_t)blockIdx.x * d;
+  float ss = 0.f;
+  for (int col = threadIdx.x; col < d; col += 256) {
+    const float v = to_float(e[base + col]);
+    ss = fmaf(v, v, ss);
+  }
+  ss = block_sum<256>(ss, s_red);
+  const float norm = sqrtf(ss);
+  if (threadIdx.x == 0) enorm[blockIdx.x] = norm;
+  const float ri = rinv_of(norm);
+  for (int col = threadIdx.x; col < d; col += 256) eh[base + col] = to_float(e[base + col]) * ri;
+}
+
+// grad_f[row, col] = alpha_row * A[row, col] - beta_row * f[row, col], A = G @ eh,
+// alpha = scale * rinv. Block: 32 rows (4 x 8 per thread) x 256 columns (4 per thread,
+// stride 64). Grid: x = ceil(n / 32), y = ceil(d / 256).
+template <typename T, typename TG>
+__global__ void __launch_bounds__(256)
+    grad_features_kernel(const TG* __restrict__ G, const float* __restrict__ eh,
+                         const T* __restrict__ f, const float* __restrict__ rinv,
+                         const float* __restrict__ beta, const float* __restrict__ scale,
+                         T* __restrict__ grad_f, int64_t n, int k, int d) {
+  constexpr int RB = 32, KC = 32;
+  __shared__ __align__(16) float s_g[KC][RB];  // [class][row]
+  const int tid = threadIdx.x, tx = tid & 63, ty = tid >> 6;
+  const int64_t row0 = (int64_t)blockIdx.x * RB;
+  const int col0 = blockIdx.y * 256;
+
+  float acc[8][4];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+  for (int k0 = 0; k0 < k; k0 += KC) {
+    const int kc = min(KC, k - k0);
+    __syncthreads();
+    for (int i = tid; i < KC * RB; i += 256) {
+      const int r = i % RB, c = i / RB;
+      const int64_t row = row0 + r;
+      s_g[c][r] = (row < n && c < kc) ? to_float(G[row * k + k0 + c]) : 0.f;
+    }
+    __syncthreads();
+    for (int c = 0; c < kc; ++c) {
+      const float* erow = eh + (int64_t)(k0 + c) * d;
+      float ev[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int col = col0 + tx + 64 * j;
+        ev[j] = col < d ? erow[col] : 0.f;
+      }
+      const float4 g0 = *reinterpret_cast<const float4*>(&s_g[c][ty * 8]);
+      const float4 g1 = *reinterpret_cast<const float4*>(&s_g[c][ty * 8 + 4]);
+      const float g8[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(g8[i], ev[j], acc[i][j]);
+    }
+  }
+
+  const float sc = *scale;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int64_t row = row0 + ty * 8 + i;
+    if (row >= n) break;
+    const float alpha = sc * rinv[row];
+    const float b = beta[row];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int col = col0 + tx + 64 * j;
+      if (col < d) {
+        const int64_t idx = row * d + col;
+        grad_f[idx] = from_float<T>(alpha * acc[i][j] - b * to_float(f[idx]));
+      }
+    }
+  }
+}
+
+// part[s, c, col] = sum over the rows of split s of G[row, c] * f[row, col] * rinv[row].
+// Block: 4*KI classes (KI per thread) x 256 columns (4 per thread, stride 64).
+// Grid: x = ceil(d / 256), y = ceil(k / (4*KI)), z = splits; every (s, c, col) is written.
+template <typename T, typename TG, int KI>
+__global__ void __launch_bounds__(256)
+    class_grad_partial_kernel(const TG* __restrict__ G, const T* __restrict__ f,
+                              const float* __restrict__ rinv, float* __restrict__ part,
+                              int64_t n, int k, int d, int64_t chunk) {
+  constexpr int BKC = 4 * KI;
+  constexpr int RC = 32;  // rows per stage
+  __shared__ float s_g[RC][BKC];
+  __shared__ float s_r[RC];
+  const int tid = threadIdx.x, tx = tid & 63, ty = tid >> 6;
+  const int col0 = blockIdx.x * 256;
+  const int kb = blockIdx.y * BKC;
+  const int64_t split = blockIdx.z;
+  const int64_t rbeg = split * chunk;
+  const int64_t rend = min(n, rbeg + chunk);
+
+  float acc[KI][4];
+#pragma unroll
+  for (int i = 0; i < KI; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+  for (int64_t r0 = rbeg; r0 < rend; r0 += RC) {
+    const int rc = (int)min((int64_t)RC, rend - r0);
+    __syncthreads();
+    for (int i = tid; i < RC * BKC; i += 256) {
+      const int c = i % BKC, r = i / BKC;
+      s_g[r][c] = (r < rc && kb + c < k) ? to_float(G[(r0 + r) * k + kb + c]) : 0.f;
+    }
+    if (tid < RC) s_r[tid] = tid < rc ? rinv[r0 + tid] : 0.f;
+    __syncthreads();
+    for (int r = 0; r < rc; ++r) {
+      const float ri = s_r[r];
+      const T* frow = f + (r0 + r) * d;
+      float fv[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int col = col0 + tx + 64 * j;
+        fv[j] = col < d ? to_float(frow[col]) * ri : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < KI; ++i) {
+        const float g = s_g[r][ty * KI + i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(g, fv[j], acc[i][j]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < KI; ++i) {
+    const int c = kb + ty * KI + i;
+    if (c >= k) break;
+    float* dst = part + (split * k + c) * (int64_t)d;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int col = col0 + tx + 64 * j;
+      if (col < d) dst[col] = acc[i][j];
+    }
+  }
+}
+
+// v = scale * sum_s part[s, c]; grad_e[c] = (v - eh (eh.v)) / ||e_c|| (v / eps when the
+// norm is below eps). Block 0 also sums the grad_scale partials. Grid: k blocks.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    class_finish_kernel(float* __restrict__ part, int64_t splits, const float* __restrict__ eh,
+                        const float* __restrict__ enorm, const float* __restrict__ scale,
+                        T* __restrict__ grad_e, int k, int d, const float* __restrict__ scale_part,
+                        int64_t n_scale_part, float* __restrict__ grad_scale) {
+  __shared__ float s_red[8];
+  const int c = blockIdx.x;
+  const float sc = *scale;
+  const int64_t kd = (int64_t)k * d;
+  const int64_t base = (int64_t)c * d;
+  float dot = 0.f;
+  for (int col = threadIdx.x; col < d; col += 256) {
+    float v = 0.f;
+    for (int64_t s = 0; s < splits; ++s) v += part[s * kd + base + col];
+    v *= sc;
+    part[base + col] = v;  // split 0 keeps v; only this thread touches this column
+    dot = fmaf(eh[base + col], v, dot);
+  }
+  dot = block_sum<256>(dot, s_red);
+  const float en = enorm[c];
+  const float ri = rinv_of(en);
+  const bool project = !(en < kEps);
+  for (int col = threadIdx.x; col < d; col += 256) {
+    const float v = part[base + col];
+    const float g = project ? (v - eh[base + col] * dot) * ri : v * ri;
+    grad_e[base + col] = from_float<T>(g);
+  }
+  if (c == 0) {
+    float t = 0.f;
+    for (int64_t b = threadIdx.x; b < n_scale_part; b += 256) t += scale_part[b];
+    t = block_sum<256>(t, s_red);
+    if (threadIdx.x == 0) *grad_scale = t;
+  }
+}
+
+int multiprocessor_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      sms <= 0) {
+    cudaGetLastError();  // do not leave the failed query's error for the launch check
+    sms = 108;
+  }
+  return sms;
+}
+
+struct CosBwdPlan {
+  int ki;                      // classes per thread in class_grad_partial (2 or 8)
+  int64_t k_tiles, d_tiles;    // class_grad_partial grid x / y
+  int64_t splits, chunk;       // row splits of class_grad_partial
+  int64_t stat_blocks;         // cosine_tile blocks (grad_scale partials)
+  // float offsets into the workspace
+  int64_t eh, enorm, rinv, beta, g, part, spart, total;
+};
+
+CosBwdPlan make_bwd_plan(int64_t n, int64_t k, int64_t d, bool loss) {
+  CosBwdPlan p{};
+  p.ki = k <= 8 ? 2 : 8;
+  p.k_tiles = (k + 4 * p.ki - 1) / (4 * p.ki);
+  p.d_tiles = (d + 255) / 256;
+  p.stat_blocks = cosine_tile_blocks(n, k);
+  p.splits = 1;
+  p.chunk = 0;
+  if (n > 0 && d > 0) {
+    const int64_t target_blocks = (int64_t)multiprocessor_count() * 8;  // 256-thread blocks
+    int64_t splits = (target_blocks + p.k_tiles * p.d_tiles - 1) / (p.k_tiles * p.d_tiles);
+    splits = std::min(splits, (n + 127) / 128);  // >= 128 rows each
+    splits = std::min(splits, ((int64_t)1 << 26) / std::max<int64_t>(1, k * d));
+    splits = std::max<int64_t>(1, std::min<int64_t>(splits, 65535));
+    int64_t chunk = (n + splits - 1) / splits;
+    chunk = (chunk + 31) / 32 * 32;
+    p.chunk = chunk;
+    p.splits = (n + chunk - 1) / chunk;
+  }
+  p.eh = 0;
+  p.enorm = p.eh + k * d;
+  p.rinv = p.enorm + k;
+  p.beta = p.rinv + n;
+  p.g = p.beta + n;
+  p.part = p.g + (loss ? n * k : 0);
+  p.spart = p.part + p.splits * k * d;
+  p.total = p.spart + std::max<int64_t>(1, p.stat_blocks);
+  return p;
+}
+
+bool sizes_ok(int64_t n, int64_t k, int64_t d) {
+  return n >= 0 && k >= 1 && d >= 0 && k <= INT_MAX / 2 && d <= INT_MAX / 2 &&
+         (k + 7) / 8 <= 65535 && (d + 255) / 256 <= 65535 && cosine_tile_blocks(n, k) <= INT_MAX;
+}
+
+template <typename T>
+CosArgs<T> base_args(int64_t n, int64_t k, int64_t d, const void* f, const void* e,
+                     const float* scale) {
+  CosArgs<T> a{};
+  a.f = static_cast<const T*>(f);
+  a.e = static_cast<const T*>(e);
+  a.scale = scale;
+  a.n = n;
+  a.k = (int)k;
+  a.d = (int)d;
+  return a;
+}
+
+template <typename T>
+cudaError_t logits_forward_impl(int64_t n, int64_t k, int64_t d, const void* f, const void* e,
+                                const float* scale, void* logits, cudaStream_t stream) {
+  if (!sizes_ok(n, k, d)) return cudaErrorInvalidValue;
+  CosArgs<T> a = base_args<T>(n, k, d, f, e, scale);
+  a.logits = static_cast<T*>(logits);
+  return launch_cosine_tile<T, kLogits>(a, cosine_tile_blocks(n, k), stream);
+}
+
+size_t loss_forward_bytes(int64_t n, int64_t k) {
+  // counter (4 bytes, padded to 16), then one float per block (at least one block).
+  return 16 + (size_t)std::max<int64_t>(1, cosine_tile_blocks(n, k)) * sizeof(float);
+}
+
+template <typename T>
+cudaError_t loss_forward_impl(int64_t n, int64_t k, int64_t d, const void* f, const void* e,
+                              const int64_t* target, const float* scale, int reduction, void* loss,
+                              float* lse, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream) {
+  if (!sizes_ok(n, k, d) || reduction < 0 || reduction > 2) return cudaErrorInvalidValue;
+  if (workspace == nullptr || workspace_bytes < loss_forward_bytes(n, k))
+    return cudaErrorInvalidValue;
+  CosArgs<T> a = base_args<T>(n, k, d, f, e, scale);
+  a.target = target;
+  a.reduction = reduction;
+  a.loss = static_cast<T*>(loss);
+  a.lse = lse;
+  a.counter = static_cast<unsigned int*>(workspace);
+  a.block_part = reinterpret_cast<float*>(static_cast<char*>(workspace) + 16);
+  // At least one block, so that mean / sum of nothing still writes (NaN / 0).
+  const int64_t blocks = std::max<int64_t>(1, cosine_tile_blocks(n, k));
+  if (reduction != 0) {
+    const cudaError_t err = cudaMemsetAsync(a.counter, 0, sizeof(unsigned int), stream);
+    if (err != cudaSuccess) return err;
+  }
+  return launch_cosine_tile<T, kLoss>(a, blocks, stream);
+}
+
+// The shared backward: G is grad (TG = T, logits) or the float32 G the tile kernel
+// writes (TG = float, loss).
+template <typename T, typename TG, int MODE>
+cudaError_t backward_impl(CosArgs<T> a, const TG* G, const CosBwdPlan& p, float* ws,
+                          void* grad_features, void* grad_class_embeddings, float* grad_scale,
+                          cudaStream_t stream) {
+  const int64_t n = a.n;
+  const int k = a.k, d = a.d;
+  float* eh = ws + p.eh;
+  float* enorm = ws + p.enorm;
+  float* part = ws + p.part;
+  float* spart = ws + p.spart;
+  a.rinv_out = ws + p.rinv;
+  a.beta_out = ws + p.beta;
+  a.scale_part = spart;
+  T* gf = static_cast<T*>(grad_features);
+  T* ge = static_cast<T*>(grad_class_embeddings);
+
+  class_prep_kernel<T><<<(unsigned)k, 256, 0, stream>>>(a.e, eh, enorm, d);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+
+  err = launch_cosine_tile<T, MODE>(a, p.stat_blocks, stream);
+  if (err != cudaSuccess) return err;
+
+  if (n > 0 && d > 0) {
+    const dim3 grid((unsigned)((n + 31) / 32), (unsigned)p.d_tiles);
+    grad_features_kernel<T, TG><<<grid, 256, 0, stream>>>(G, eh, a.f, a.rinv_out, a.beta_out,
+                                                          a.scale, gf, n, k, d);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  if (d > 0) {
+    const dim3 grid((unsigned)p.d_tiles, (unsigned)p.k_tiles, (unsigned)p.splits);
+    if (p.ki == 2) {
+      class_grad_partial_kernel<T, TG, 2>
+          <<<grid, 256, 0, stream>>>(G, a.f, a.rinv_out, part, n, k, d, p.chunk);
+    } else {
+      class_grad_partial_kernel<T, TG, 8>
+          <<<grid, 256, 0, stream>>>(G, a.f, a.rinv_out, part, n, k, d, p.chunk);
+    }
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  class_finish_kernel<T><<<(unsigned)k, 256, 0, stream>>>(part, p.splits, eh, enorm, a.scale, ge, k,
+                                                          d, spart, p.stat_blocks, grad_scale);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t logits_backward_impl(int64_t n, int64_t k, int64_t d, const void* grad, const void* f,
+                                 const void* e, const float* scale, void* grad_features,
+                                 void* grad_class_embeddings, float* grad_scale, void* workspace,
+                                 size_t workspace_bytes, cudaStream_t stream) {
+  if (!sizes_ok(n, k, d)) return cudaErrorInvalidValue;
+  const CosBwdPlan p = make_bwd_plan(n, k, d, false);
+  if (workspace == nullptr || workspace_bytes < (size_t)p.total * sizeof(float))
+    return cudaErrorInvalidValue;
+  CosArgs<T> a = base_args<T>(n, k, d, f, e, scale);
+  a.grad = static_cast<const T*>(grad);
+  return backward_impl<T, T, kBwdLogits>(a, a.grad, p, static_cast<float*>(workspace),
+                                         grad_features, grad_class_embeddings, grad_scale, stream);
+}
+
+template <typename T>
+cudaError_t loss_backward_impl(int64_t n, int64_t k, int64_t d, const void* grad_loss,
+                               const void* f, const void* e, const int64_t* target,
+                               const float* scale, const float* lse, int reduction,
+                               void* grad_features, void* grad_class_embeddings, float* grad_scale,
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!sizes_ok(n, k, d) || reduction < 0 || reduction > 2) return cudaErrorInvalidValue;
+  const CosBwdPlan p = make_bwd_plan(n, k, d, true);
+  if (workspace == nullptr || workspace_bytes < (size_t)p.total * sizeof(float))
+    return cudaErrorInvalidValue;
+  float* ws = static_cast<float*>(workspace);
+  CosArgs<T> a = base_args<T>(n, k, d, f, e, scale);
+  a.target = target;
+  a.reduction = reduction;
+  a.grad_loss = static_cast<const T*>(grad_loss);
+  a.lse_in = lse;
+  a.g_out = ws + p.g;
+  return backward_impl<T, float, kBwdLoss>(a, a.g_out, p, ws, grad_features,
+                                           grad_class_embeddings, grad_scale, stream);
+}
+
+}  // namespace
+
+cudaError_t cosine_logits_forward(DType dtype, int64_t n, int64_t k, int64_t d,
+                                  const void* features, const void* class_embeddings,
+                                  const float* scale, void* logits, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::F32:
+      return logits_forward_impl<float>(n, k, d, features, class_embeddings, scale, logits, stream);
+    case DType::F16:
+      return logits_forward_impl<__half>(n, k, d, features, class_embeddings, scale, logits,
+                                         stream);
+    case DType::BF16:
+      return logits_forward_impl<__nv_bfloat16>(n, k, d, features, class_embeddings, scale, logits,
+                                                stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t cosine_logits_backward(DType dtype, int64_t n, int64_t k, int64_t d, const void* grad,
+                                   const void* features, const void* class_embeddings,
+                                   const float* scale, void* grad_features,
+                                   void* grad_class_embeddings, float* grad_scale,
+                                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::F32:
+      return logits_backward_impl<float>(n, k, d, grad, features, class_embeddings, scale,
+                                         grad_features, grad_class_embeddings, grad_scale,
+                                         workspace, workspace_bytes, stream);
+    case DType::F16:
+      return logits_backward_impl<__half>(n, k, d, grad, features, class_embeddings, scale,
+                                          grad_features, grad_class_embeddings, grad_scale,
+                                          workspace, workspace_bytes, stream);
+    case DType::BF16:
+      return logits_backward_impl<__nv_bfloat16>(n, k, d, grad, features, class_embeddings, scale,
+                                                 grad_features, grad_class_embeddings, grad_scale,
+                                                 workspace, workspace_bytes, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+size_t cosine_alignment_loss_workspace_bytes(int64_t n, int64_t k, int64_t /*d*/) {
+  return loss_forward_bytes(n, k);
+}
+
+cudaError_t cosine_alignment_loss_forward(DType dtype, int64_t n, int64_t k, int64_t d,
+                                          const void* features, const void* class_embeddings,
+                                          const int64_t* target, const float* scale,
+                                          int reduction, void* loss, float* lse, void* workspace,
+                                          size_t workspace_bytes, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::F32:
+      return loss_forward_impl<float>(n, k, d, features, class_embeddings, target, scale,
+                                      reduction, loss, lse, workspace, workspace_bytes, stream);
+    case DType::F16:
+      return loss_forward_impl<__half>(n, k, d, features, class_embeddings, target, scale,
+                                       reduction, loss, lse, workspace, workspace_bytes, stream);
+    case DType::BF16:
+      return loss_forward_impl<__nv_bfloat16>(n, k, d, features, class_embeddings, target, scale,
+                                              reduction, loss, lse, workspace, workspace_bytes,
+                                              stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+size_t cosine_backward_workspace_bytes(int64_t n, int64_t k, int64_t d, bool loss) {
+  if (!sizes_ok(n, k, d)) return 0;
+  return (size_t)make_bwd_plan(n, k, d, loss).total * sizeof(float);
+}
+
+cudaError_t cosine_alignment_loss_backward(DType dtype, int64_t n, int64_t k, int64_t d,
+                                           const void* grad_loss, const void* features,
+                                           const void* class_embeddings, const int64_t* target,
+                                           const float* scale, const float* lse, int reduction,
+                                           void* grad_features, void* grad_class_embeddings,
+                                           float* grad_scale, void* workspace,
+                                           size_t workspace_bytes, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::F32:
+      return loss_backward_impl<float>(n, k, d, grad_loss, features, class_embeddings, target,
+                                       scale, lse, reduction, grad_features, grad_class_embeddings,
+                                       grad_scale, workspace, workspace_bytes, stream);
+    case DType::F16:
+      return loss_backward_impl<__half>(n, k, d, grad_loss, features, class_embeddings, target,
+                                        scale, lse, reduction, grad_features,
+                                        grad_class_embeddings, grad_scale, workspace,
+                                        workspace_bytes, stream);
+    case DType::BF16:
+      return loss_backward_impl<__nv_bfloat16>(n, k, d, grad_loss, features, class_embeddings,
+                                               target, scale, lse, reduction, grad_features,
+                                               grad_class_embeddings, grad_scale, workspace,
+                                               workspace_bytes, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace s3fn::cuda
