@@ -1,0 +1,144 @@
+"""The in-memory hyperspectral cube and the checks every reader applies to what it read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from s3fn.data.errors import S3FNDataError
+
+_MICROMETRE_UNITS = {
+    "micrometers",
+    "micrometer",
+    "micrometres",
+    "micrometre",
+    "microns",
+    "micron",
+    "um",
+    "µm",
+    "μm",
+}
+_NANOMETRE_UNITS = {"nanometers", "nanometer", "nanometres", "nanometre", "nm"}
+_MILLIMETRE_UNITS = {"millimeters", "millimeter", "millimetres", "millimetre", "mm"}
+_WAVENUMBER_UNITS = {"wavenumber", "cm-1", "1/cm"}
+
+
+@dataclass(frozen=True, eq=False)
+class Cube:
+    """A hyperspectral image: `data` is HxWxB float32 and `wavelengths` the B band centres in nm.
+
+    `wavelengths` is None when the file does not say.
+    """
+
+    data: np.ndarray
+    wavelengths: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.data.ndim != 3 or self.data.dtype != np.float32:
+            raise S3FNDataError(
+                f"Cube: data is {self.data.ndim}-D {self.data.dtype}; expected HxWxB float32"
+            )
+        if self.wavelengths is not None and self.wavelengths.shape != (self.data.shape[2],):
+            raise S3FNDataError(
+                f"Cube: wavelengths has shape {self.wavelengths.shape}; "
+                f"expected ({self.data.shape[2]},), one per band"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, B)."""
+        return self.data.shape  # type: ignore[return-value]
+
+    @property
+    def n_bands(self) -> int:
+        """Number of spectral bands B."""
+        return self.data.shape[2]
+
+
+def as_cube_array(array: np.ndarray, source: str, field: str) -> np.ndarray:
+    """Check that `array` is a finite real 3-D cube and return it as C-contiguous float32."""
+    if array.ndim != 3:
+        raise S3FNDataError(
+            f"{source}: {field} is {array.ndim}-D {tuple(array.shape)}; expected a 3-D HxWxB cube"
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
+        array
+    ):
+        raise S3FNDataError(f"{source}: {field} has dtype {array.dtype}; expected real numbers")
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    if not data.flags.writeable:  # still a read-only view of a memory-mapped file
+        data = data.copy()
+    check_finite(data, source, field)
+    return data
+
+
+def check_finite(data: np.ndarray, source: str, field: str) -> None:
+    """Raise if `data` holds NaN or Inf, saying how many and where the first one is."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    n_nan = int(np.isnan(data).sum())
+    n_inf = int(data.size - finite.sum()) - n_nan
+    where = np.unravel_index(int(np.argmin(finite)), data.shape)
+    position = ", ".join(
+        f"{axis} {int(i)}" for axis, i in zip(("row", "column", "band"), where, strict=False)
+    )
+    raise S3FNDataError(
+        f"{source}: {field} has {n_nan} NaN and {n_inf} Inf values (first at {position}); "
+        "expected finite values"
+    )
+
+
+def as_label_array(array: np.ndarray, source: str, field: str) -> np.ndarray:
+    """Check that `array` is a 2-D map of non-negative whole numbers and return it as int64."""
+    if array.ndim != 2:
+        raise S3FNDataError(
+            f"{source}: {field} is {array.ndim}-D {tuple(array.shape)}; "
+            "expected a 2-D HxW label map"
+        )
+    if array.dtype == np.bool_:
+        return array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise S3FNDataError(f"{source}: {field} has dtype {array.dtype}; expected integers")
+        check_finite(array, source, field)
+        fractional = array != np.round(array)
+        if fractional.any():
+            r, c = np.argwhere(fractional)[0]
+            raise S3FNDataError(
+                f"{source}: {field} has {int(fractional.sum())} non-integer labels "
+                f"(first {float(array[r, c]):g} at row {r}, column {c}); expected whole numbers"
+            )
+    labels = array.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        r, c = np.argwhere(labels < 0)[0]
+        raise S3FNDataError(
+            f"{source}: {field} has negative label {labels[r, c]} at row {r}, column {c}; "
+            "expected 0 (unlabelled) or a class number >= 1"
+        )
+    return labels
+
+
+def wavelengths_to_nm(values: np.ndarray, unit: str | None, source: str) -> np.ndarray | None:
+    """Convert band centres to nanometres; with no unit, values below 100 are taken as µm.
+
+    Returns None for band indices (unit "Index"), which are not wavelengths.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    key = (unit or "").strip().lower()
+    if key == "index":
+        return None
+    if key in _WAVENUMBER_UNITS:
+        return 1e7 / values
+    if key in _MICROMETRE_UNITS:
+        return values * 1000.0
+    if key in _NANOMETRE_UNITS:
+        return values
+    if key in _MILLIMETRE_UNITS:
+        return values * 1e6
+    if key in {"", "unknown"}:
+        return values * 1000.0 if values.size and values.max() < 100.0 else values
+    raise S3FNDataError(
+        f"{source}: wavelength units {unit!r} are not a length; expected nanometers or micrometers"
+    )

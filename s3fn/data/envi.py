@@ -1,0 +1,136 @@
+"""ENVI images (a text `.hdr` and a raw data file), read through the `spectral` package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import spectral.io.envi as envi
+
+from s3fn.data.cube import wavelengths_to_nm
+from s3fn.data.errors import S3FNDataError
+
+# ENVI "data type" codes that hold real numbers, and their item sizes in bytes.
+_ITEM_SIZES = {1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 12: 2, 13: 4, 14: 8, 15: 8}
+_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin", ".sli")
+
+
+def header_for(path: Path) -> Path | None:
+    """The ENVI header of `path`: itself if it is a `.hdr`, else a `.hdr` beside the data file."""
+    if path.suffix.lower() == ".hdr":
+        return path
+    for candidate in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_envi(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an ENVI image given its header or data file: (HxWxB array in the file's dtype, nm)."""
+    header_path = header_for(path)
+    if header_path is None or not header_path.is_file():
+        raise FileNotFoundError(
+            f"{path}: ENVI header not found; expected {path.with_suffix('.hdr')}"
+        )
+    data_path = path if path != header_path else _data_file(header_path)
+    header = _read_header(header_path)
+    lines, samples, bands = (
+        _int_field(header, header_path, f) for f in ("lines", "samples", "bands")
+    )
+    data_type = _int_field(header, header_path, "data type")
+    if data_type not in _ITEM_SIZES:
+        raise S3FNDataError(
+            f"{header_path}: header field 'data type' is {data_type}; expected one of "
+            f"{sorted(_ITEM_SIZES)} (real numbers)"
+        )
+    if header.get("interleave", "").strip().lower() not in {"bsq", "bil", "bip"}:
+        raise S3FNDataError(
+            f"{header_path}: header field 'interleave' is {header.get('interleave')!r}; "
+            "expected bsq, bil or bip"
+        )
+    if header.get("file type", "").strip().lower() == "envi spectral library":
+        raise S3FNDataError(
+            f"{header_path}: file type is 'ENVI Spectral Library'; expected an image"
+        )
+    offset = _int_field(header, header_path, "header offset", default=0)
+    expected = offset + lines * samples * bands * _ITEM_SIZES[data_type]
+    actual = data_path.stat().st_size
+    if actual != expected:
+        raise S3FNDataError(
+            f"{header_path}: data file {data_path.name} has {actual} bytes but the header "
+            f"(lines={lines}, samples={samples}, bands={bands}, data type={data_type}, "
+            f"header offset={offset}) needs {expected}"
+        )
+    image = envi.open(str(header_path), str(data_path))
+    array = np.asarray(image.open_memmap(interleave="bip"))
+    scale = _float_field(header, header_path, "reflectance scale factor", default=1.0)
+    if scale not in (0.0, 1.0):
+        array = array.astype(np.float32) / np.float32(scale)
+    return array, _wavelengths(header, header_path, bands)
+
+
+def _data_file(header_path: Path) -> Path:
+    stem = header_path.with_suffix("")
+    for suffix in _DATA_SUFFIXES:
+        for candidate in (
+            stem.with_name(stem.name + suffix),
+            stem.with_name(stem.name + suffix.upper()),
+        ):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"{header_path}: ENVI data file not found; expected {stem.name} with one of the suffixes "
+        f"{', '.join(s or '(none)' for s in _DATA_SUFFIXES)} beside the header"
+    )
+
+
+def _read_header(header_path: Path) -> dict:
+    try:
+        return envi.read_envi_header(str(header_path))
+    except Exception as exc:  # spectral raises its own exception types for bad headers
+        raise S3FNDataError(f"{header_path}: not a readable ENVI header ({exc})") from exc
+
+
+def _int_field(header: dict, header_path: Path, field: str, default: int | None = None) -> int:
+    value = header.get(field)
+    if value is None and default is not None:
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise S3FNDataError(
+            f"{header_path}: header field '{field}' is {value!r}; expected a non-negative integer"
+        )
+    return number
+
+
+def _float_field(header: dict, header_path: Path, field: str, default: float) -> float:
+    value = header.get(field)
+    if value is None:
+        return default
+    try:
+        return float(str(value).strip())
+    except ValueError as exc:
+        raise S3FNDataError(
+            f"{header_path}: header field '{field}' is {value!r}; expected a number"
+        ) from exc
+
+
+def _wavelengths(header: dict, header_path: Path, bands: int) -> np.ndarray | None:
+    values = header.get("wavelength")
+    if values is None:
+        return None
+    try:
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError as exc:
+        raise S3FNDataError(
+            f"{header_path}: header field 'wavelength' is not numeric ({exc}); expected numbers"
+        ) from exc
+    if numbers.shape != (bands,):
+        raise S3FNDataError(
+            f"{header_path}: header field 'wavelength' has {numbers.size} values; "
+            f"expected {bands}, one per band"
+        )
+    return wavelengths_to_nm(numbers, header.get("wavelength units"), str(header_path))
