@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from s3fn.cache_dir import cache_root
 from s3fn.data import ObjectDataset, S3FNDataError, SceneDataset, builtin, valid_origins
 from s3fn.data.spectral_library import load_library
 
@@ -109,10 +110,10 @@ def test_generation_is_deterministic_by_seed_and_cached(cache, materials, tmp_pa
 
 def test_cache_folder_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("S3FN_CACHE", str(tmp_path / "env-cache"))
-    assert builtin.default_cache_dir() == tmp_path / "env-cache"
+    assert cache_root() == tmp_path / "env-cache"
     monkeypatch.delenv("S3FN_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert builtin.default_cache_dir() == tmp_path / "xdg" / "s3fn"
+    assert cache_root() == tmp_path / "xdg" / "s3fn"
 
 
 def test_unknown_name():

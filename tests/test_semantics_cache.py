@@ -18,6 +18,7 @@ def test_default_folder_follows_s3fn_cache(monkeypatch, tmp_path):
     assert EmbeddingCache().folder == tmp_path / "embeddings"
     assert ReplyCache().folder == tmp_path / "llm"
     monkeypatch.delenv("S3FN_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir("embeddings") == tmp_path / "home" / ".cache" / "s3fn" / "embeddings"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import spectral.io.envi as envi
 
+from s3fn.cache_dir import cache_root
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.spectral_library import MATERIALS, SpectralLibrary, load_library
@@ -36,24 +37,16 @@ _COMPLETE = "complete.json"
 _MIN_WINDOWS = 16  # every object holds at least this many distinct 32 x 32 windows
 
 
-def default_cache_dir() -> Path:
-    """`$S3FN_CACHE`, else `$XDG_CACHE_HOME/s3fn`, else `~/.cache/s3fn`."""
-    if os.environ.get("S3FN_CACHE"):
-        return Path(os.environ["S3FN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "s3fn"
-
-
 def load(
     name: str, *, seed: int = 0, cache_dir: str | os.PathLike | None = None
 ) -> ObjectDataset | SceneDataset:
     """Open built-in dataset `name` ("materials" or "materials-scene"), generating it if needed.
 
-    Generation takes a few seconds and writes under `cache_dir` (default `default_cache_dir()`).
+    Generation takes a few seconds and writes under `cache_dir` (default: `cache_root()`).
     """
     if name not in NAMES:
         raise S3FNDataError(f"built-in dataset {name!r}: expected one of {', '.join(NAMES)}")
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = root / "builtin" / f"{name}-v{VERSION}-seed{seed}"
     if not (folder / _COMPLETE).is_file():
         generate(name, folder, seed=seed)

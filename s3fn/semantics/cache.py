@@ -20,13 +20,7 @@ from typing import Any
 
 import numpy as np
 
-CACHE_ENV = "S3FN_CACHE"
-
-
-def default_cache_dir(kind: str) -> Path:
-    """`$S3FN_CACHE/<kind>` when the variable is set, else `~/.cache/s3fn/<kind>`."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "s3fn") / kind
+from s3fn.cache_dir import default_cache_dir
 
 
 def content_key(obj: Any) -> str:
