@@ -1,0 +1,150 @@
+"""The paper's spectral-spatial 3D-CNN (S3FN stage 1), with its 128-d feature exposed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from s3fn.models.inputs import as_model_input, as_window, check_counts
+from s3fn.models.layers import Conv3dBlock
+
+# (pool after the block) for the three conv blocks of DESIGN.md section 1, step 3.
+_POOLS = ("avg", None, "avg")
+
+
+class SpectralSpatialCNN(nn.Module):
+    """Conv3d(1->32)+ReLU, AvgPool 2 -> Conv3d(32->64)+ReLU -> Conv3d(64->128)+ReLU, AvgPool 2
+    -> Flatten -> Dense(128)+ReLU [the feature] -> Dropout(0.5) -> Dense(64)+ReLU -> Dense(K).
+
+    Input N x 1 x C x h x w (or N x C x h x w) with C = `in_bands` (PCA components) and
+    h x w = `window`. Valid padding by default as in the paper; `padding=1` keeps sizes through
+    each convolution, for inputs too small for the valid architecture.
+    """
+
+    def __init__(
+        self,
+        in_bands: int,
+        n_classes: int,
+        *,
+        window: int | tuple[int, int] = 32,
+        channels: Sequence[int] = (32, 64, 128),
+        kernel_size: int = 3,
+        padding: int = 0,
+        feature_dim: int = 128,
+        hidden_dim: int = 64,
+        dropout: float = 0.5,
+        use_fused_ops: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(_POOLS):
+            raise ValueError(f"channels={tuple(channels)}: expected {len(_POOLS)} channel counts")
+        check_counts(in_bands, n_classes)
+        self.in_bands = int(in_bands)
+        self.n_classes = int(n_classes)
+        self.window = as_window(window)
+        self.channels = tuple(int(c) for c in channels)
+        self.kernel_size = int(kernel_size)
+        self.padding = int(padding)
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.dropout = float(dropout)
+        out_shape = conv_output_shape((self.in_bands, *self.window), self.kernel_size, self.padding)
+        blocks = []
+        previous = 1
+        for width, pool in zip(self.channels, _POOLS, strict=True):
+            blocks.append(
+                Conv3dBlock(
+                    previous,
+                    width,
+                    self.kernel_size,
+                    padding=self.padding,
+                    pool=pool,
+                    use_fused_ops=use_fused_ops,
+                )
+            )
+            previous = width
+        self.blocks = nn.Sequential(*blocks)
+        flat = self.channels[-1] * out_shape[0] * out_shape[1] * out_shape[2]
+        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim), nn.ReLU())
+        self.classifier = nn.Sequential(
+            nn.Dropout(self.dropout),
+            nn.Linear(self.feature_dim, self.hidden_dim),
+            nn.ReLU(),
+            nn.Linear(self.hidden_dim, self.n_classes),
+        )
+
+    @property
+    def use_fused_ops(self) -> bool:
+        """Whether the conv blocks run the fused kernels (else the PyTorch reference)."""
+        return all(block.use_fused_ops for block in self.blocks)
+
+    @use_fused_ops.setter
+    def use_fused_ops(self, value: bool) -> None:
+        for block in self.blocks:
+            block.use_fused_ops = bool(value)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The `feature_dim`-d feature after Dense(128)+ReLU: (N, feature_dim)."""
+        x = as_model_input(x, self.in_bands, self.window, type(self).__name__)
+        return self.feature(self.blocks(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes)."""
+        return self.classifier(self.features(x))
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-ready) that rebuild this architecture."""
+        return {
+            "type": type(self).__name__,
+            "in_bands": self.in_bands,
+            "n_classes": self.n_classes,
+            "window": list(self.window),
+            "channels": list(self.channels),
+            "kernel_size": self.kernel_size,
+            "padding": self.padding,
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout,
+        }
+
+
+def conv_output_shape(
+    shape: tuple[int, int, int], kernel_size: int, padding: int
+) -> tuple[int, int, int]:
+    """(D, H, W) after the three conv blocks for an input of `shape` = (bands, height, width).
+
+    Raises a ValueError naming the smallest accepted size if a block would empty a dimension.
+    """
+    traces = [_block_sizes(s, kernel_size, padding) for s in shape]
+    for step in range(len(_POOLS)):
+        sizes = tuple(trace[step] for trace in traces)
+        if min(sizes) < 1:
+            raise ValueError(
+                f"SpectralSpatialCNN: input of {shape[0]} bands and a {shape[1]}x{shape[2]} "
+                f"window is too small: conv block {step + 1} leaves {sizes}; with kernel "
+                f"{kernel_size} and padding {padding}, bands, height and width must each be "
+                f">= {minimum_input_size(kernel_size, padding)} (use a larger window, more PCA "
+                "components, or padding=1)"
+            )
+    return traces[0][-1], traces[1][-1], traces[2][-1]
+
+
+def minimum_input_size(kernel_size: int, padding: int) -> int:
+    """The smallest bands / height / width that the three conv blocks accept."""
+    size = 1
+    while min(_block_sizes(size, kernel_size, padding)) < 1:
+        size += 1
+    return size
+
+
+def _block_sizes(size: int, kernel_size: int, padding: int) -> list[int]:
+    sizes = []
+    for pool in _POOLS:
+        size = size + 2 * padding - kernel_size + 1
+        if pool is not None:
+            size //= 2
+        sizes.append(size)
+    return sizes

@@ -1,0 +1,42 @@
+"""Training: `fit` for the stages "cnn", "semantic" and "joint", with early stopping on validation
+data, atomic per-epoch checkpoints, resume, augmentation and seeding for reproducible runs;
+`train_classifier` goes from a dataset and a split to a `s3fn.Classifier`."""
+
+from s3fn.train.augment import Augment
+from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
+from s3fn.train.early_stopping import EarlyStopping
+from s3fn.train.fit import FitResult, fit
+from s3fn.train.options import MONITORS, OPTIMIZERS, FitOptions
+from s3fn.train.pipeline import MODELS, train_classifier
+from s3fn.train.seeding import (
+    derive_seed,
+    deterministic_algorithms,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    set_rng_state,
+)
+from s3fn.train.stages import STAGES, StagePlan, plan_stage
+
+__all__ = [
+    "MODELS",
+    "MONITORS",
+    "OPTIMIZERS",
+    "STAGES",
+    "Augment",
+    "EarlyStopping",
+    "FitOptions",
+    "FitResult",
+    "StagePlan",
+    "derive_seed",
+    "deterministic_algorithms",
+    "fit",
+    "load_checkpoint",
+    "plan_stage",
+    "rng_state",
+    "save_checkpoint",
+    "seed_everything",
+    "seed_worker",
+    "set_rng_state",
+    "train_classifier",
+]

@@ -1,0 +1,51 @@
+"""Training-time augmentation of window batches: the paper's random global scale, flips, rot90."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random per-window transforms of an N x [1 x] C x h x w batch.
+
+    `scale=(lo, hi)` multiplies each window by a factor drawn uniformly in [lo, hi] (the paper:
+    0.9..1.1; None turns it off); `flip` mirrors each window left-right and/or up-down with
+    probability 1/2 each; `rot90` rotates each (square) window by a random multiple of 90 degrees.
+    """
+
+    scale: tuple[float, float] | None = (0.9, 1.1)
+    flip: bool = False
+    rot90: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scale is not None:
+            lo, hi = self.scale
+            if not 0 < lo <= hi:
+                raise ValueError(f"Augment: scale={self.scale!r}; expected 0 < lo <= hi")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The augmented batch; all draws come from `generator` (on the batch's device)."""
+        n = x.shape[0]
+        shape = (n,) + (1,) * (x.ndim - 1)
+
+        def coin() -> torch.Tensor:
+            return torch.rand(shape, generator=generator, device=x.device) < 0.5
+
+        if self.scale is not None:
+            lo, hi = self.scale
+            factor = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x * (lo + (hi - lo) * factor)
+        if self.flip:
+            x = torch.where(coin(), x.flip(-1), x)
+            x = torch.where(coin(), x.flip(-2), x)
+        if self.rot90:
+            if x.shape[-1] != x.shape[-2]:
+                raise ValueError(
+                    f"Augment: rot90 needs square windows, got {x.shape[-2]}x{x.shape[-1]}"
+                )
+            x = torch.where(coin(), x.rot90(1, (-2, -1)), x)
+            x = torch.where(coin(), x.rot90(2, (-2, -1)), x)
+        return x

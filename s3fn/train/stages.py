@@ -1,0 +1,55 @@
+"""The training stages: what is trained, with which loss, and what gives the logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s3fn.models.semantic import S3FN
+
+STAGES = ("cnn", "semantic", "joint")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """`module` gives the logits, `params` are trained, `loss(x, y)` is minimised."""
+
+    module: nn.Module
+    params: list[nn.Parameter]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def plan_stage(model: nn.Module, stage: str) -> StagePlan:
+    """Prepare `model` for `stage` (freezing or unfreezing the S3FN backbone) and say what to train.
+
+    - "cnn" (stage 1): the classifier (the backbone of an S3FN) with cross-entropy.
+    - "semantic" (stage 2): an S3FN's head only, the backbone frozen and in eval mode, with the
+      cosine alignment loss.
+    - "joint": an S3FN end to end with the cosine alignment loss.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r}; expected one of {', '.join(STAGES)}")
+    if stage == "cnn":
+        if isinstance(model, S3FN):
+            model.freeze_backbone(False)
+            model = model.backbone
+        module = model
+        return StagePlan(module, _trainable(module), lambda x, y: F.cross_entropy(module(x), y))
+    if not isinstance(model, S3FN):
+        raise TypeError(
+            f"stage {stage!r} trains an S3FN model; got {type(model).__name__} "
+            "(use stage='cnn' for a plain classifier)"
+        )
+    model.freeze_backbone(stage == "semantic")
+    return StagePlan(model, _trainable(model), model.loss)
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(module).__name__}: no trainable parameters")
+    return params

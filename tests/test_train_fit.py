@@ -1,0 +1,181 @@
+"""fit: the three stages, early stopping with best-weights restore, reproducibility, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from s3fn.models import S3FN, SpectralMeanMLP, SpectralSpatialCNN
+from s3fn.train import Augment, FitOptions, fit, seed_everything
+
+
+def windows(n: int, seed: int, bands: int = 5, size: int = 3) -> TensorDataset:
+    """Three classes told apart by the level of their spectra."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, bands, size, size, generator=g) * 0.3 + y[:, None, None, None] - 1.0
+    return TensorDataset(x, y)
+
+
+def mlp_s3fn(seed: int = 0) -> S3FN:
+    seed_everything(seed)
+    return S3FN(SpectralMeanMLP(5, 3, feature_dim=16, hidden_dim=8), torch.randn(3, 6))
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str) -> bool:
+    after = module.state_dict()
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_stage_cnn_trains_the_backbone_only():
+    model = mlp_s3fn()
+    before = snapshot(model)
+    result = fit(model, windows(60, 0), windows(30, 1), stage="cnn", epochs=2, batch_size=16)
+    assert changed(before, model, "backbone.")
+    assert not changed(before, model, "head.")
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert {"train_loss", "val_loss", "val_accuracy", "lr", "seconds"} <= set(result.history[0])
+    assert not model.training
+
+
+def test_stage_semantic_freezes_the_backbone_including_dropout():
+    model = mlp_s3fn()
+    before = snapshot(model)
+    seen = []
+    model.backbone.feature.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    fit(model, windows(60, 0), windows(30, 1), stage="semantic", epochs=2, batch_size=16)
+    assert not changed(before, model, "backbone.")
+    assert changed(before, model, "head.")
+    assert seen and not any(seen)
+
+
+def test_stage_joint_trains_everything_with_a_learnable_temperature():
+    seed_everything(0)
+    model = S3FN(SpectralMeanMLP(5, 3), torch.randn(3, 6), temperature="learnable")
+    before = snapshot(model)
+    fit(model, windows(60, 0), None, stage="joint", epochs=2, batch_size=16)
+    assert changed(before, model, "backbone.")
+    assert changed(before, model, "head.")
+    assert changed(before, model, "log_scale")
+
+
+def test_stage_semantic_needs_an_s3fn_model():
+    with pytest.raises(TypeError, match="stage 'semantic' trains an S3FN model"):
+        fit(SpectralMeanMLP(5, 3), windows(6, 0), stage="semantic", epochs=1)
+    with pytest.raises(ValueError, match="stage='x'"):
+        fit(SpectralMeanMLP(5, 3), windows(6, 0), stage="x", epochs=1)
+
+
+def test_learning_the_task_end_to_end_with_the_3d_cnn():
+    seed_everything(0)
+    model = SpectralSpatialCNN(14, 3, window=14, channels=(2, 4, 4), feature_dim=16)
+    train, val = windows(90, 0, bands=14, size=14), windows(30, 1, bands=14, size=14)
+    result = fit(model, train, val, epochs=6, batch_size=16, lr=3e-3, augment=None)
+    assert result.history[-1]["val_accuracy"] > 0.9
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_runs_are_bit_reproducible_on_cpu():
+    states = []
+    for _ in range(2):
+        model = mlp_s3fn(seed=3)
+        fit(model, windows(40, 0), windows(20, 1), stage="joint", epochs=2, batch_size=8, seed=5)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_dataloader_workers_do_not_change_the_result():
+    states = []
+    for workers in (0, 1):
+        model = mlp_s3fn(seed=1)
+        fit(model, windows(40, 0), windows(20, 1), stage="joint", epochs=1, num_workers=workers)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_early_stopping_restores_the_best_weights():
+    model = mlp_s3fn()
+    best = {}
+
+    def keep_best(record):
+        if record["improved"]:
+            best.update(snapshot(model))
+
+    # A large learning rate makes validation worse after the first epochs.
+    result = fit(
+        model.backbone,
+        windows(60, 0),
+        windows(30, 1),
+        epochs=30,
+        lr=1.0,
+        patience=2,
+        batch_size=8,
+        callbacks=[keep_best],
+    )
+    assert result.stopped_early
+    assert result.epochs_run == result.best_epoch + 2
+    losses = [r["val_loss"] for r in result.history]
+    assert result.best_score == min(losses)
+    restored = model.state_dict()
+    assert all(torch.equal(restored[k], best[k]) for k in best)
+
+
+def test_without_validation_every_epoch_runs_and_the_last_weights_stay():
+    model = SpectralMeanMLP(5, 3)
+    result = fit(model, windows(30, 0), epochs=3, patience=1)
+    assert result.epochs_run == 3 and not result.stopped_early
+    assert "val_loss" not in result.history[0]
+
+
+def test_a_given_dataloader_and_adamw_and_a_scheduler():
+    model = SpectralMeanMLP(5, 3)
+    loader = DataLoader(windows(30, 0), batch_size=10)
+    result = fit(
+        model,
+        loader,
+        epochs=2,
+        optimizer="adamw",
+        lr=0.1,
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+    )
+    assert [r["lr"] for r in result.history] == [0.1, 0.05]
+
+
+def test_items_with_image_ids_are_accepted():
+    base = windows(12, 0)
+    data = [(x, int(y), f"image{i % 4}") for i, (x, y) in enumerate(base)]
+    assert fit(SpectralMeanMLP(5, 3), data, data, epochs=1).epochs_run == 1
+
+
+def test_options_are_checked_by_name():
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        FitOptions(optimizer="sgd")
+    with pytest.raises(ValueError, match="monitor='acc'"):
+        FitOptions(monitor="acc")
+    with pytest.raises(TypeError):
+        fit(SpectralMeanMLP(5, 3), windows(6, 0), epoch=1)
+
+
+def test_augment_scale_flip_rot90():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4) + 1
+    g = torch.Generator().manual_seed(0)
+    scaled = Augment(scale=(0.9, 1.1))(x, g)
+    ratio = scaled / x
+    assert torch.allclose(ratio, ratio[:, :1, :1, :1].expand_as(ratio))  # one factor per window
+    assert ((ratio >= 0.9) & (ratio <= 1.1)).all()
+    moved = Augment(scale=None, flip=True, rot90=True)(x, torch.Generator().manual_seed(1))
+    for a, b in zip(moved, x, strict=True):  # same values per band, only rearranged
+        torch.testing.assert_close(a.flatten(1).sort().values, b.flatten(1).sort().values)
+    again = Augment(scale=None, flip=True, rot90=True)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(moved, again)
+    with pytest.raises(ValueError, match="square"):
+        Augment(rot90=True)(torch.ones(1, 2, 3, 4))
+    with pytest.raises(ValueError, match="0 < lo <= hi"):
+        Augment(scale=(1.1, 0.9))
