@@ -11,13 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace s3fn::cuda {
+#include "dtype.h"
 
-#ifndef S3FN_CUDA_DTYPE_DEFINED
-#define S3FN_CUDA_DTYPE_DEFINED
-// Element type of the floating tensors of one call (float, __half, __nv_bfloat16).
-enum class DType { F32, F16, BF16 };
-#endif
+namespace s3fn::cuda {
 
 // Sizes of one conv3d_block call (the same numbers as s3fn::Conv3dBlockShape).
 struct Conv3dBlockDims {

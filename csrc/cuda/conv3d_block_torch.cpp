@@ -16,24 +16,11 @@
 #include <vector>
 
 #include "cuda/conv3d_block.h"
+#include "cuda/torch_glue.h"
 #include "op_checks.h"
 
 namespace s3fn {
 namespace {
-
-cuda::DType cuda_dtype(const at::Tensor& t, const char* op) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return cuda::DType::F32;
-    case at::kHalf:
-      return cuda::DType::F16;
-    case at::kBFloat16:
-      return cuda::DType::BF16;
-    default:
-      TORCH_CHECK(false, "s3fn ", op, " on CUDA supports float32, float16 and bfloat16, got ",
-                  t.scalar_type());
-  }
-}
 
 void check_cuda(const at::Tensor& t, const char* name, const char* op) {
   TORCH_CHECK(t.is_cuda(), "s3fn ", op, " CUDA kernel: ", name, " must be a CUDA tensor, got ",
@@ -55,10 +42,6 @@ cuda::Conv3dBlockDims to_dims(const Conv3dBlockShape& s, bool relu) {
 void check_same_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, "conv3d_block_backward: ", name, " must have shape ",
               expected, ", got ", t.sizes());
-}
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "s3fn ", op, " CUDA launch failed: ", cudaGetErrorString(err));
 }
 
 std::tuple<at::Tensor, at::Tensor> conv3d_block_cuda(const at::Tensor& x, const at::Tensor& weight,

@@ -13,13 +13,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace s3fn::cuda {
+#include "dtype.h"
 
-#ifndef S3FN_CUDA_DTYPE_DEFINED
-#define S3FN_CUDA_DTYPE_DEFINED
-// Element type of the floating tensors of one call (float, __half, __nv_bfloat16).
-enum class DType { F32, F16, BF16 };
-#endif
+namespace s3fn::cuda {
 
 // features (n, d), class_embeddings (k, d), logits (n, k), all of dtype.
 cudaError_t cosine_logits_forward(DType dtype, int64_t n, int64_t k, int64_t d,

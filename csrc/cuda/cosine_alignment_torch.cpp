@@ -14,28 +14,11 @@
 #include <tuple>
 
 #include "cuda/cosine_alignment.h"
+#include "cuda/torch_glue.h"
 #include "op_checks.h"
 
 namespace s3fn {
 namespace {
-
-cuda::DType cuda_dtype(const at::Tensor& t, const char* op) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return cuda::DType::F32;
-    case at::kHalf:
-      return cuda::DType::F16;
-    case at::kBFloat16:
-      return cuda::DType::BF16;
-    default:
-      TORCH_CHECK(false, "s3fn ", op, " on CUDA supports float32, float16 and bfloat16, got ",
-                  t.scalar_type());
-  }
-}
-
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "s3fn ", op, " CUDA launch failed: ", cudaGetErrorString(err));
-}
 
 // The common part of every entry point: checks, then contiguous inputs on the
 // right device and the scale as one float32 on the device (never read on the host).
