@@ -50,25 +50,37 @@ def _resolve(model: str | os.PathLike[str] | None) -> tuple[str, str, bool]:
     return str(model), str(model), False
 
 
+def _load_error(exc: Exception, source: str, name: str, is_folder: bool) -> EncoderError:
+    """A one-line error for a model that transformers could not load."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    reason = " ".join(lines[0].split())[:200]
+    if is_folder:
+        return EncoderError(
+            f"{source}: cannot load a text encoder from this folder; expected config.json, "
+            f"weights and tokenizer files ({reason})"
+        )
+    return EncoderError(
+        f"text encoder {name!r} is neither a local folder nor available offline or from the "
+        f"Hugging Face hub ({reason}); pass a local model folder, or model=None for the "
+        "bundled all-MiniLM-L6-v2"
+    )
+
+
 def _load(source: str, name: str, is_folder: bool) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws a bar per weight load; a class-embedding step should not.
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        reason = " ".join(lines[0].split())[:200]
-        if is_folder:
-            raise EncoderError(
-                f"{source}: cannot load a text encoder from this folder; expected config.json, "
-                f"weights and tokenizer files ({reason})"
-            ) from None
-        raise EncoderError(
-            f"text encoder {name!r} is neither a local folder nor available offline or from the "
-            f"Hugging Face hub ({reason}); pass a local model folder, or model=None for the "
-            "bundled all-MiniLM-L6-v2"
-        ) from None
+        raise _load_error(exc, source, name, is_folder) from None
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     if getattr(model.config, "is_encoder_decoder", False):
         raise EncoderError(
             f"text encoder {name!r} is an encoder-decoder model; expected an encoder-only model "
