@@ -155,3 +155,28 @@ def test_opcheck(pool):
     # the inference path: no aux is saved, so no gradient is asked for
     args = (x.detach(), w.detach(), None, [0, 0, 0], False, pool, False)
     torch.library.opcheck(torch.ops.s3fn.conv3d_block, args)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("c_in", [15, 16])
+def test_library_dispatch_threshold(c_in, pool):
+    """float32 with 16+ input channels runs ATen's convolution + the fused epilogue; 15 does not."""
+    cfg = dict(
+        n=2,
+        c_in=c_in,
+        c_out=5,
+        spatial=(6, 7, 8),
+        kernel=(3, 3, 3),
+        padding=(1, 0, 1),
+        relu=True,
+        pool=pool,
+        bias=True,
+    )
+    x, w, b = make_inputs(cfg, seed=c_in)
+    expected, grad_out, expected_grads = reference_and_grads(cfg, x, w, b)
+    leaves = [t.float().requires_grad_() for t in (x, w, b)]
+    out = call(conv3d_block, cfg, *leaves)
+    assert_close_to_reference(out, expected, torch.float32)
+    grads = torch.autograd.grad(out, leaves, grad_out.float())
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert_close_to_reference(got, want, torch.float32, scale=max(1.0, want.abs().max().item()))

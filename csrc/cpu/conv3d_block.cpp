@@ -6,6 +6,14 @@
 // times on x86-64 with GCC (baseline SSE2, AVX2+FMA, AVX-512) and the widest
 // one the CPU supports is picked at run time. S3FN_CPU_ISA=generic|avx2|avx512
 // forces a narrower one (for testing).
+//
+// Wide layers go to ATen's convolution (oneDNN) instead: from 16 input
+// channels on, in float32, oneDNN's direct convolution with its blocked
+// channel layout beats the flat-correlation kernels here (measured on the
+// backbone's blocks 2 and 3; see benchmarks/NOTES.md). The ReLU, pooling and
+// aux still run fused, in one pass over the library's conv output, and the
+// backward builds g_y in one pass and hands it to convolution_backward.
+// S3FN_CPU_CONV=direct|library forces one path (for testing and benchmarks).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -140,6 +148,41 @@ Isa cpu_isa() {
   return isa;
 }
 
+constexpr int64_t kLibraryMinChannels = 16;
+
+bool use_library(const Conv3dBlockShape& s, const at::Tensor& x) {
+  if (const char* env = std::getenv("S3FN_CPU_CONV")) {
+    const std::string e(env);
+    if (e == "direct") return false;
+    if (e == "library") return true;
+  }
+  return x.scalar_type() == at::kFloat && s.c_in >= kLibraryMinChannels;
+}
+
+template <typename T>
+void run_pool_epilogue(const Conv3dBlockShape& s, const T* y, bool relu, T* out, uint8_t* aux) {
+#ifdef S3FN_CONV3D_MULTI_ISA
+  switch (cpu_isa()) {
+    case Isa::Avx512: return avx512::pool_epilogue(s, y, relu, out, aux);
+    case Isa::Avx2: return avx2::pool_epilogue(s, y, relu, out, aux);
+    default: break;
+  }
+#endif
+  generic::pool_epilogue(s, y, relu, out, aux);
+}
+
+template <typename T>
+void run_dense_grad_y(const BackwardArgs<T>& a, T* gy) {
+#ifdef S3FN_CONV3D_MULTI_ISA
+  switch (cpu_isa()) {
+    case Isa::Avx512: return avx512::dense_grad_y(a, gy);
+    case Isa::Avx2: return avx2::dense_grad_y(a, gy);
+    default: break;
+  }
+#endif
+  generic::dense_grad_y(a, gy);
+}
+
 template <typename T>
 void run_forward(const ForwardArgs<T>& a) {
 #ifdef S3FN_CONV3D_MULTI_ISA
@@ -194,6 +237,20 @@ std::tuple<at::Tensor, at::Tensor> conv3d_block_cpu(const at::Tensor& x_in,
     return {out, aux};
   }
 
+  if (use_library(s, x)) {
+    at::Tensor y = at::convolution(x, weight, bias, {1, 1, 1}, padding, {1, 1, 1}, false,
+                                   {0, 0, 0}, 1)
+                       .contiguous();
+    if (s.pool == Pool::None) {
+      if (relu) y.relu_();
+      return {y, aux};
+    }
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3d_block", [&] {
+      run_pool_epilogue(s, y.const_data_ptr<scalar_t>(), relu, out.data_ptr<scalar_t>(),
+                        aux.numel() > 0 ? aux.data_ptr<uint8_t>() : nullptr);
+    });
+    return {out, aux};
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3d_block", [&] {
     ForwardArgs<scalar_t> a{};
     a.s = &s;
@@ -271,7 +328,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cpu(
     a.grad_x = output_mask[0] ? grad_x.data_ptr<scalar_t>() : nullptr;
     a.grad_w = output_mask[1] ? grad_w.data_ptr<scalar_t>() : nullptr;
     a.grad_b = output_mask[2] ? grad_b.data_ptr<scalar_t>() : nullptr;
-    run_backward(a);
+    if (!use_library(s, x)) return run_backward(a);
+    at::Tensor gy = at::empty(s.conv_sizes(), x.options());
+    run_dense_grad_y(a, gy.data_ptr<scalar_t>());
+    const int64_t bias_size[1] = {s.c_out};
+    auto [gx, gw, gb] = at::convolution_backward(gy, x, weight, at::IntArrayRef(bias_size),
+                                                 {1, 1, 1}, padding, {1, 1, 1}, false, {0, 0, 0},
+                                                 1, output_mask);
+    if (output_mask[0]) grad_x = gx;
+    if (output_mask[1]) grad_w = gw;
+    if (output_mask[2]) grad_b = gb;
   });
   return {grad_x, grad_w, grad_b};
 }

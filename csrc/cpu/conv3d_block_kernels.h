@@ -322,6 +322,83 @@ inline void positive_mask(const T* __restrict br, uint8_t* __restrict mr, int64_
   }
 }
 
+// The epilogue of one output channel co at (pooled) depth dt: from its conv
+// slice(s) at b0 (rows `jb.pitch` apart, the second slice `slice_stride`
+// after the first) to the output, with pooling and aux. kRelu applies the
+// ReLU here (the direct kernels apply it in the tile already).
+template <typename T, bool kRelu>
+void store_epilogue(const ConvJob<T>& jb, const T* b0, int64_t slice_stride, int64_t n,
+                    int64_t co, int64_t dt) {
+  const int64_t pitch = jb.pitch;
+  const int64_t out_plane = jb.d_p * jb.h_p * jb.w_p;
+  const int64_t conv_hw = jb.h_o * jb.w_o;
+  const auto rl = [](T v) { return kRelu ? (v < T(0) ? T(0) : v) : v; };  // keeps NaN
+  T* o = jb.out + (n * jb.cout + co) * out_plane + dt * jb.h_p * jb.w_p;
+  if (jb.pool == Pool::None) {
+    for (int64_t h = 0; h < jb.h_o; ++h)
+      for (int64_t w = 0; w < jb.w_o; ++w) o[h * jb.w_o + w] = rl(b0[h * pitch + w]);
+  } else if (jb.pool == Pool::Avg) {
+    const T* b1 = b0 + slice_stride;
+    for (int64_t hp = 0; hp < jb.h_p; ++hp) {
+      const T* r00 = b0 + 2 * hp * pitch;
+      const T* r01 = r00 + pitch;
+      const T* r10 = b1 + 2 * hp * pitch;
+      const T* r11 = r10 + pitch;
+      T* orow = o + hp * jb.w_p;
+      for (int64_t wq = 0; wq < jb.w_p; ++wq) {
+        const int64_t w = 2 * wq;
+        const T s = ((rl(r00[w]) + rl(r00[w + 1])) + (rl(r01[w]) + rl(r01[w + 1]))) +
+                    ((rl(r10[w]) + rl(r10[w + 1])) + (rl(r11[w]) + rl(r11[w + 1])));
+        orow[wq] = s * T(0.125);
+      }
+    }
+    if (jb.mask) {
+      // Locals and __restrict: a uint8_t store may alias anything, which
+      // would otherwise reload the loop bounds from jb every element.
+      const int64_t rows = jb.rows, cols = jb.cols, w_o = jb.w_o, h_o = jb.h_o;
+      uint8_t* m = jb.mask + (n * jb.cout + co) * jb.d_o * conv_hw;
+      for (int64_t a = 0; a < 2; ++a) {
+        uint8_t* mp = m + (2 * dt + a) * conv_hw;
+        const T* bs = b0 + a * slice_stride;
+        for (int64_t h = 0; h < rows; ++h) {
+          uint8_t* __restrict mr = mp + h * w_o;
+          const T* __restrict br = bs + h * pitch;
+          positive_mask(br, mr, cols);
+          for (int64_t w = cols; w < w_o; ++w) mr[w] = 0;
+        }
+        std::memset(mp + rows * w_o, 0, (h_o - rows) * w_o);
+      }
+      if (dt == jb.d_p - 1 && jb.d_o > 2 * jb.d_p)  // the dropped trailing slice
+        std::memset(m + 2 * jb.d_p * conv_hw, 0, conv_hw);
+    }
+  } else {  // max
+    uint8_t* am = jb.argmax
+                      ? jb.argmax + (n * jb.cout + co) * out_plane + dt * jb.h_p * jb.w_p
+                      : nullptr;
+    const T* b1 = b0 + slice_stride;
+    for (int64_t hp = 0; hp < jb.h_p; ++hp) {
+      const T* r[4] = {b0 + 2 * hp * pitch, b0 + (2 * hp + 1) * pitch, b1 + 2 * hp * pitch,
+                       b1 + (2 * hp + 1) * pitch};
+      T* orow = o + hp * jb.w_p;
+      for (int64_t wq = 0; wq < jb.w_p; ++wq) {
+        const int64_t w = 2 * wq;
+        // Window order dz*4 + dy*2 + dx; the first maximum wins and NaN
+        // propagates (the last NaN), exactly like ATen's max_pool3d.
+        T m = -std::numeric_limits<T>::infinity();
+        int idx = 0;
+        for (int k = 0; k < 8; ++k) {
+          const T v = rl(r[k >> 1][w + (k & 1)]);
+          const bool take = v > m || v != v;  // selects, not branches
+          m = take ? v : m;
+          idx = take ? k : idx;
+        }
+        orow[wq] = m;
+        if (am) am[hp * jb.w_p + wq] = static_cast<uint8_t>(idx);
+      }
+    }
+  }
+}
+
 // One task: output channels [cb*kFwdJ, +J) of sample n at pooled depth dt
 // (or conv depth dt without pooling): the conv slices into buf, then bias
 // (already in the accumulators), ReLU, pooling and aux in one pass.
@@ -345,76 +422,8 @@ void conv_task(const ConvJob<T>& jb, const T* in_n, int64_t n, int64_t dt, int64
                                jb.ntaps * kFwdJ, bp, jb.relu, buf + a * lbuf + r.start, buf_cs);
     }
   }
-  const int64_t out_plane = jb.d_p * jb.h_p * jb.w_p;
-  const int64_t conv_hw = jb.h_o * jb.w_o;
-  for (int j = 0; j < J; ++j) {
-    const int64_t co = cb * kFwdJ + j;
-    const T* b0 = buf + j * buf_cs;
-    T* o = jb.out + (n * jb.cout + co) * out_plane + dt * jb.h_p * jb.w_p;
-    if (jb.pool == Pool::None) {
-      for (int64_t h = 0; h < jb.h_o; ++h)
-        std::memcpy(o + h * jb.w_o, b0 + h * pitch, jb.w_o * sizeof(T));
-    } else if (jb.pool == Pool::Avg) {
-      const T* b1 = b0 + lbuf;
-      for (int64_t hp = 0; hp < jb.h_p; ++hp) {
-        const T* r00 = b0 + 2 * hp * pitch;
-        const T* r01 = r00 + pitch;
-        const T* r10 = b1 + 2 * hp * pitch;
-        const T* r11 = r10 + pitch;
-        T* orow = o + hp * jb.w_p;
-        for (int64_t wq = 0; wq < jb.w_p; ++wq) {
-          const int64_t w = 2 * wq;
-          const T s = ((r00[w] + r00[w + 1]) + (r01[w] + r01[w + 1])) +
-                      ((r10[w] + r10[w + 1]) + (r11[w] + r11[w + 1]));
-          orow[wq] = s * T(0.125);
-        }
-      }
-      if (jb.mask) {
-        // Locals and __restrict: a uint8_t store may alias anything, which
-        // would otherwise reload the loop bounds from jb every element.
-        const int64_t rows = jb.rows, cols = jb.cols, w_o = jb.w_o, h_o = jb.h_o;
-        uint8_t* m = jb.mask + (n * jb.cout + co) * jb.d_o * conv_hw;
-        for (int64_t a = 0; a < 2; ++a) {
-          uint8_t* mp = m + (2 * dt + a) * conv_hw;
-          const T* bs = b0 + a * lbuf;
-          for (int64_t h = 0; h < rows; ++h) {
-            uint8_t* __restrict mr = mp + h * w_o;
-            const T* __restrict br = bs + h * pitch;
-            positive_mask(br, mr, cols);
-            for (int64_t w = cols; w < w_o; ++w) mr[w] = 0;
-          }
-          std::memset(mp + rows * w_o, 0, (h_o - rows) * w_o);
-        }
-        if (dt == jb.d_p - 1 && jb.d_o > 2 * jb.d_p)  // the dropped trailing slice
-          std::memset(m + 2 * jb.d_p * conv_hw, 0, conv_hw);
-      }
-    } else {  // max
-      uint8_t* am = jb.argmax
-                        ? jb.argmax + (n * jb.cout + co) * out_plane + dt * jb.h_p * jb.w_p
-                        : nullptr;
-      const T* b1 = b0 + lbuf;
-      for (int64_t hp = 0; hp < jb.h_p; ++hp) {
-        const T* r[4] = {b0 + 2 * hp * pitch, b0 + (2 * hp + 1) * pitch, b1 + 2 * hp * pitch,
-                         b1 + (2 * hp + 1) * pitch};
-        T* orow = o + hp * jb.w_p;
-        for (int64_t wq = 0; wq < jb.w_p; ++wq) {
-          const int64_t w = 2 * wq;
-          // Window order dz*4 + dy*2 + dx; the first maximum wins and NaN
-          // propagates (the last NaN), exactly like ATen's max_pool3d.
-          T m = -std::numeric_limits<T>::infinity();
-          int idx = 0;
-          for (int k = 0; k < 8; ++k) {
-            const T v = r[k >> 1][w + (k & 1)];
-            const bool take = v > m || v != v;  // selects, not branches
-            m = take ? v : m;
-            idx = take ? k : idx;
-          }
-          orow[wq] = m;
-          if (am) am[hp * jb.w_p + wq] = static_cast<uint8_t>(idx);
-        }
-      }
-    }
-  }
+  for (int j = 0; j < J; ++j)
+    store_epilogue<T, false>(jb, buf + j * buf_cs, lbuf, n, cb * kFwdJ + j, dt);
 }
 
 // Tap offsets of a (kt, kh, kw) kernel over planes `ps` apart with row pitch `pitch`.
@@ -722,6 +731,7 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
             std::memset(r + g.gw + nw, 0, (g.pitch - g.gw - nw) * sizeof(T));
           }
           std::memset(pl + (g.gh + nh) * g.pitch, 0, (g.ps - (g.gh + nh) * g.pitch) * sizeof(T));
+          if (!sums) continue;
           // The plane is zero outside its data, and its slack covers the
           // last partial vector.
           V acc{};
@@ -914,6 +924,49 @@ void backward(const BackwardArgs<T>& a) {
     }
   }
   if (a.grad_x) grad_input(a);
+}
+
+// ---------------------------------------------------------------------------
+// The epilogues around a library convolution (see conv3d_block.cpp): the conv
+// output y (n, c_out, d_o, h_o, w_o), contiguous, computed by ATen.
+
+// out (and aux) from y: ReLU, pooling and mask / argmax in one pass over y.
+template <typename T>
+void pool_epilogue(const Conv3dBlockShape& s, const T* y, bool relu, T* out, uint8_t* aux) {
+  ConvJob<T> jb{};
+  jb.pitch = s.w_o;
+  jb.cout = s.c_out;
+  jb.d_o = s.d_o, jb.h_o = s.h_o, jb.w_o = s.w_o;
+  jb.d_p = s.d_p, jb.h_p = s.h_p, jb.w_p = s.w_p;
+  jb.pool = s.pool;
+  jb.out = out;
+  jb.mask = s.pool == Pool::Avg ? aux : nullptr;
+  jb.argmax = s.pool == Pool::Max ? aux : nullptr;
+  jb.prepare();
+  const int64_t hw = s.h_o * s.w_o;
+  at::parallel_for(0, s.n * s.c_out * jb.depth_tasks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t dt = task % jb.depth_tasks, nc = task / jb.depth_tasks;
+      const T* b0 = y + (nc * s.d_o + jb.slices * dt) * hw;
+      if (relu)
+        store_epilogue<T, true>(jb, b0, hw, nc / s.c_out, nc % s.c_out, dt);
+      else
+        store_epilogue<T, false>(jb, b0, hw, nc / s.c_out, nc % s.c_out, dt);
+    }
+  });
+}
+
+// The full g_y (n, c_out, d_o, h_o, w_o) from grad_out, out and aux, into gy.
+template <typename T>
+void dense_grad_y(const BackwardArgs<T>& a, T* gy) {
+  const Conv3dBlockShape& s = *a.s;
+  const int64_t hw = s.h_o * s.w_o;
+  const GyLayout g{0, 0, 0, s.w_o, s.h_o, hw, s.d_o, s.d_o * hw};
+  at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(2 * (s.w_o + VecOf<T>::L));
+    for (int64_t n = begin; n < end; ++n)
+      build_gy(a, g, n, 0, s.c_out, gy + n * s.c_out * g.cs, nullptr, scratch.data());
+  });
 }
 
 }  // namespace S3FN_ISA
