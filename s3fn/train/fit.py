@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from s3fn.train import distributed
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
 from s3fn.train.options import MONITORS, FitOptions
@@ -76,11 +77,15 @@ def fit(
     from it (or starts afresh if there is none) and ends on the same weights as an
     uninterrupted run. `callbacks` get each epoch's record after its checkpoint is written.
     The model ends in eval mode, on `device` (default: CUDA if available, else CPU).
+    Inside an initialised torch.distributed group, training is data-parallel (see
+    `s3fn.train.distributed`): `batch_size` is the global batch and rank 0 alone writes.
     """
     opts = replace(options or FitOptions(), **changes)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     plan = plan_stage(model, stage)
+    ddp = distributed.current()
+    writer = ddp is None or ddp.is_writer
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{stage}.pt"
     architecture = model.config() if hasattr(model, "config") else type(model).__name__
     settings = {"stage": stage, "seed": seed, "model": architecture, **opts.fingerprint()}
@@ -97,11 +102,12 @@ def fit(
         parts = (model, optimizer, scheduler, precision, stopper)
         resumable = resume and path is not None and path.exists()
         if resumable and _restore(path, settings, parts, result):
-            return _finish(model, result, verbose)
-        train_loader, generator = _loader(train_data, opts.batch_size, True, opts, device)
+            return _finish(model, result, verbose and writer)
+        train_loader, generator = _loader(train_data, opts.batch_size, True, opts, device, ddp)
         val_loader = None
         if val_data is not None:
-            val_loader, _ = _loader(val_data, opts.eval_batch_size, False, opts, device)
+            val_loader, _ = _loader(val_data, opts.eval_batch_size, False, opts, device, ddp)
+        train_plan = plan if ddp is None else ddp.wrap(plan)
         augment_generator = torch.Generator(device=device)
         for epoch in range(result.epochs_run + 1, opts.epochs + 1):
             start = time.perf_counter()
@@ -111,11 +117,11 @@ def fit(
             augment_generator.manual_seed(derive_seed(seed, epoch, 2))
             record: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             record["train_loss"] = _train_epoch(
-                plan, train_loader, optimizer, precision, opts, augment_generator, device
+                train_plan, train_loader, optimizer, precision, opts, augment_generator, device, ddp
             )
             if val_loader is not None:
                 record["val_loss"], record["val_accuracy"] = _validate(
-                    plan.module, val_loader, precision, device
+                    plan.module, val_loader, precision, device, ddp
                 )
             improved = monitored and stopper.step(record[opts.monitor], epoch, model)
             record["improved"] = improved
@@ -127,14 +133,14 @@ def fit(
             if finished and monitored and opts.restore_best:
                 stopper.restore(model)
             result.best_epoch, result.best_score = _best(stopper, monitored, result)
-            if path is not None:
+            if path is not None and writer:
                 _save(path, settings, parts, result, finished)
-            _report(record, opts, stage, verbose)
+            _report(record, opts, stage, verbose and writer)
             for callback in callbacks:
                 callback(record)
             if result.stopped_early:
                 break
-    return _finish(model, result, verbose)
+    return _finish(model, result, verbose and writer)
 
 
 def _loader(
@@ -143,14 +149,17 @@ def _loader(
     shuffle: bool,
     opts: FitOptions,
     device: torch.device,
+    ddp: distributed.Distributed | None,
 ) -> tuple[Iterable, torch.Generator | None]:
     if isinstance(data, DataLoader):
         return data, None
     generator = torch.Generator() if shuffle else None
+    sampler = None if ddp is None else ddp.sampler(len(data), shuffle, generator)
     loader = DataLoader(
         data,
-        batch_size=batch_size,
-        shuffle=shuffle,
+        batch_size=batch_size if ddp is None or not shuffle else ddp.local_batch(batch_size),
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
         generator=generator,
         num_workers=opts.num_workers,
         worker_init_fn=seed_worker if opts.num_workers else None,
@@ -173,13 +182,15 @@ def _train_epoch(
     opts: FitOptions,
     generator: torch.Generator,
     device: torch.device,
+    ddp: distributed.Distributed | None,
 ) -> float:
     plan.module.train()
+    augment = opts.augment if ddp is None else ddp.shard_augment(opts.augment)
     total, count = torch.zeros((), device=device), 0
     for batch in loader:
         x, y = _batch(batch, device)
-        if opts.augment is not None:
-            x = opts.augment(x, generator)
+        if augment is not None:
+            x = augment(x, generator)
         optimizer.zero_grad(set_to_none=True)
         with precision.autocast():
             loss = plan.loss(x, y)
@@ -188,6 +199,8 @@ def _train_epoch(
         precision.scaler.update()
         total += loss.detach().float() * len(y)
         count += len(y)
+    if ddp is not None:
+        total, count = ddp.sum(total, count)
     if count == 0:
         raise ValueError("fit: the training data yielded no batches")
     return float(total) / count
@@ -195,7 +208,11 @@ def _train_epoch(
 
 @torch.no_grad()
 def _validate(
-    module: nn.Module, loader: Iterable, precision: Precision, device: torch.device
+    module: nn.Module,
+    loader: Iterable,
+    precision: Precision,
+    device: torch.device,
+    ddp: distributed.Distributed | None,
 ) -> tuple[float, float]:
     module.eval()
     total, correct, count = 0.0, 0, 0
@@ -206,6 +223,8 @@ def _validate(
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         count += len(y)
+    if ddp is not None:
+        total, correct, count = ddp.sum(total, correct, count)
     if count == 0:
         raise ValueError("fit: the validation data yielded no batches")
     return total / count, correct / count
