@@ -81,5 +81,7 @@ def test_run_seeds_mean_and_sample_std():
     assert from_reports.values("oa").tolist() == [0.5, 1.0]
     table = markdown_table({"A": summary}, ["oa", "kappa"], headers=["OA", "kappa"])
     assert table.splitlines()[2] == "| A | 60.00 ± 10.00 | 20.00 ± 0.00 |"
+    single = run_seeds(lambda seed: {"oa": 0.75}, [3])
+    assert single.format("oa") == "75.00 (1 seed)"  # one run has no spread to report
     with pytest.raises(ValueError, match="no seeds"):
         run_seeds(lambda seed: {}, [])

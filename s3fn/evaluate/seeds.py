@@ -43,9 +43,12 @@ class SeedSummary:
         return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
     def format(self, metric: str, *, percent: bool = True, digits: int = 2) -> str:
-        """ "mean ± std", in percent by default."""
+        """ "mean ± std", in percent by default; the mean alone for a single seed (no spread)."""
         factor = 100.0 if percent else 1.0
-        return f"{self.mean(metric) * factor:.{digits}f} ± {self.std(metric) * factor:.{digits}f}"
+        mean = f"{self.mean(metric) * factor:.{digits}f}"
+        if len(self.runs) < 2:
+            return f"{mean} (1 seed)"
+        return f"{mean} ± {self.std(metric) * factor:.{digits}f}"
 
     def to_dict(self) -> dict[str, Any]:
         """The runs and, per metric, the mean and std (JSON-ready)."""
