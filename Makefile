@@ -2,17 +2,21 @@
 # creates .venv (seeing a system-wide torch if there is one), installs torch==2.13.0
 # only where no torch is importable, builds the extension against that torch with
 # --no-build-isolation (an isolated build would download a separate CUDA torch),
-# then runs pytest.
+# then runs pytest. `make demo` does the same set-up, then runs `s3fn demo`
+# (DEMO_ARGS=--quick for the short one).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.s3fn-installed
 
-.PHONY: test build install lint clean
+.PHONY: test demo build install lint clean
 
 test: build
 	$(PY) -m pytest
+
+demo: build
+	$(VENV)/bin/s3fn demo $(DEMO_ARGS)
 
 build: $(INSTALLED)
 	$(PY) setup.py -q build_ext --inplace
