@@ -172,12 +172,23 @@ void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, in
 
 double scale_value(const at::Tensor& scale) { return scale.item<double>(); }
 
+// The checked, contiguous inputs every entry point starts from.
+struct CosineInputs {
+  at::Tensor f, e;
+  int64_t n_rows, k_count, d;
+};
+
+CosineInputs prepare(const at::Tensor& features, const at::Tensor& class_embeddings,
+                     const at::Tensor& scale) {
+  check_cosine_args(features, class_embeddings, scale);
+  CosineInputs in{features.contiguous(), class_embeddings.contiguous(), 0, 0, 0};
+  in.n_rows = in.f.size(0), in.k_count = in.e.size(0), in.d = in.f.size(1);
+  return in;
+}
+
 at::Tensor cosine_logits_cpu(const at::Tensor& features, const at::Tensor& class_embeddings,
                              const at::Tensor& scale) {
-  check_cosine_args(features, class_embeddings, scale);
-  const auto f = features.contiguous();
-  const auto e = class_embeddings.contiguous();
-  const int64_t n_rows = f.size(0), k_count = e.size(0), d = f.size(1);
+  const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   auto out = at::empty({n_rows, k_count}, f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "cosine_logits_cpu", [&] {
     const auto s = static_cast<scalar_t>(scale_value(scale));
@@ -200,10 +211,7 @@ at::Tensor cosine_logits_cpu(const at::Tensor& features, const at::Tensor& class
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_logits_backward_cpu(
     const at::Tensor& grad, const at::Tensor& features, const at::Tensor& class_embeddings,
     const at::Tensor& scale) {
-  check_cosine_args(features, class_embeddings, scale);
-  const auto f = features.contiguous();
-  const auto e = class_embeddings.contiguous();
-  const int64_t n_rows = f.size(0), k_count = e.size(0), d = f.size(1);
+  const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({n_rows, k_count}),
                     "grad must have shape (", n_rows, ", ", k_count, "), got ", grad.sizes());
   const auto g_in = grad.to(f.scalar_type()).contiguous();
@@ -236,12 +244,9 @@ std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cpu(const at::Tensor& f
                                                              const at::Tensor& target,
                                                              const at::Tensor& scale,
                                                              int64_t reduction) {
-  check_cosine_args(features, class_embeddings, scale);
+  const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   check_alignment_target(target, features, reduction);
-  const auto f = features.contiguous();
-  const auto e = class_embeddings.contiguous();
   const auto t = target.contiguous();
-  const int64_t n_rows = f.size(0), k_count = e.size(0), d = f.size(1);
   check_targets_in_range(t, k_count);
   auto lse = at::empty({n_rows}, f.options());
   at::Tensor loss;
@@ -285,12 +290,9 @@ std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cpu(const at::Tensor& f
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cpu(
     const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& class_embeddings,
     const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse, int64_t reduction) {
-  check_cosine_args(features, class_embeddings, scale);
+  const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   check_alignment_target(target, features, reduction);
-  const auto f = features.contiguous();
-  const auto e = class_embeddings.contiguous();
   const auto t = target.contiguous();
-  const int64_t n_rows = f.size(0), k_count = e.size(0), d = f.size(1);
   const auto red = static_cast<Reduction>(reduction);
   TORCH_CHECK_VALUE(red == Reduction::None ? grad_loss.sizes() == at::IntArrayRef({n_rows})
                                            : grad_loss.dim() == 0,
