@@ -16,6 +16,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/mm.h>
 #include <torch/library.h>
 
@@ -47,9 +48,9 @@ T dot(const T* a, const T* b, int64_t n) {
   return sum;
 }
 
-// Rows per task of the row passes (norms, normalisation, projections): at
-// least 2^18 elements, so at the semantic head's sizes (N = 256, d = 1024)
-// they run on one thread. They are memory passes of ~50 us; a parallel region
+// Rows per task of the class-embedding row passes (normalisation and its
+// backward): at least 2^18 elements, so at the semantic head's sizes they run
+// on one thread. They are memory passes of a few us; a parallel region
 // gains little there and, on a machine where another process holds a core,
 // costs milliseconds waiting for the descheduled thread.
 int64_t row_grain(int64_t d) {
@@ -92,13 +93,17 @@ void raw_dots(const T* f, const T* e_hat, int64_t n_rows, int64_t k_count, int64
   at::mm_out(out, ft, et.t());
 }
 
-// Norms of the N feature rows.
+// Norms of the N feature rows. ATen's reduction runs the CPU's own vector width;
+// the extension is built without -march, where at::vec falls back to SSE2.
 template <typename T>
 void row_norms(const T* f, int64_t n_rows, int64_t d, RowNorm<T>* norms) {
-  at::parallel_for(0, n_rows, row_grain(d),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t n = begin; n < end; ++n) norms[n] = clamped_norm(f + n * d, d);
-                   });
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const at::Tensor ft = at::from_blob(const_cast<T*>(f), {n_rows, d}, opts);
+  const at::Tensor raw = at::linalg_vector_norm(ft, 2, {1});
+  const T* r = raw.const_data_ptr<T>();
+  for (int64_t n = 0; n < n_rows; ++n) {
+    norms[n] = {std::max<T>(r[n], T(kNormEps)), r[n] < T(kNormEps)};
+  }
 }
 
 // Gradients of (scale * normalize(f) @ normalize(e).T) given the logit
@@ -141,19 +146,16 @@ void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, in
   at::mm_out(get, gt.t(), ft);
 
   // d f = (d f_hat - f_hat (f_hat . d f_hat)) / |f|, with d f_hat = scale * a and
-  // f_hat . a = g . cos; below the clamp the norm is a constant eps.
-  at::parallel_for(0, n_rows, row_grain(d),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t n = begin; n < end; ++n) {
-                       T* gf_row = grad_f + n * d;
-                       const T* f_row = f + n * d;
-                       const T norm = f_norm[n].value;
-                       const T proj = f_norm[n].clamped ? T(0) : scale_part[n] / norm;
-                       const T c = scale / norm;
-                       for (int64_t j = 0; j < d; ++j)
-                         gf_row[j] = c * (gf_row[j] - f_row[j] * proj);
-                     }
-                   });
+  // f_hat . a = g . cos; below the clamp the norm is a constant eps. As two ATen passes
+  // (gf = c * a - c * proj * f), which run at the CPU's vector width.
+  std::vector<T> row_c(n_rows), row_cp(n_rows);
+  for (int64_t n = 0; n < n_rows; ++n) {
+    const T norm = f_norm[n].value;
+    row_c[n] = scale / norm;
+    row_cp[n] = f_norm[n].clamped ? T(0) : row_c[n] * scale_part[n] / norm;
+  }
+  gft.mul_(at::from_blob(row_c.data(), {n_rows, 1}, opts))
+      .addcmul_(ft, at::from_blob(row_cp.data(), {n_rows, 1}, opts), -1);
 
   // Back through the normalisation of e, per class.
   at::parallel_for(0, k_count, row_grain(d), [&](int64_t begin, int64_t end) {
