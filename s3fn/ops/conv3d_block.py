@@ -70,21 +70,15 @@ def _conv3d_block_backward_fake(grad_out, x, weight, out, aux, padding, relu, po
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, _bias, padding, relu, pool, save_aux = inputs
+    x, weight, _bias, padding, relu, pool, _save_aux = inputs
     out, aux = output
     ctx.mark_non_differentiable(aux)
     ctx.save_for_backward(x, weight, out, aux)
     ctx.padding, ctx.relu, ctx.pool = padding, relu, pool
-    ctx.saved_aux = save_aux
 
 
 def _backward(ctx, grad_out, _grad_aux):
     x, weight, out, aux = ctx.saved_tensors
-    if not ctx.saved_aux and (ctx.pool == 2 or (ctx.pool == 1 and ctx.relu)):
-        raise RuntimeError(
-            "conv3d_block was called with save_aux=False, so it cannot be differentiated; "
-            "call s3fn.ops.conv3d_block, which saves what the backward needs"
-        )
     mask = list(ctx.needs_input_grad[:3])
     grad_x, grad_w, grad_b = torch.ops.s3fn.conv3d_block_backward(
         grad_out, x, weight, out, aux, ctx.padding, ctx.relu, ctx.pool, mask
