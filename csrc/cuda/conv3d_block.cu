@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "convert.cuh"
+#include "device_info.h"
 
 namespace s3fn::cuda {
 namespace {
@@ -504,17 +505,6 @@ struct WgradPlan {
   int64_t m_tiles, n_tiles, splits, chunk;
   int64_t w_floats, b_floats;  // partial sizes per split
 };
-
-int multiprocessor_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms <= 0) {
-    cudaGetLastError();  // do not leave the failed query's error for the launch check
-    sms = 108;
-  }
-  return sms;
-}
 
 WgradPlan make_wgrad_plan(const Conv3dBlockDims& s, bool need_weight, bool need_bias) {
   WgradPlan pl{};

@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "convert.cuh"
+#include "device_info.h"
 
 namespace s3fn::cuda {
 namespace {
@@ -545,17 +546,6 @@ __global__ void __launch_bounds__(256)
     t = block_sum<256>(t, s_red);
     if (threadIdx.x == 0) *grad_scale = t;
   }
-}
-
-int multiprocessor_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms <= 0) {
-    cudaGetLastError();  // do not leave the failed query's error for the launch check
-    sms = 108;
-  }
-  return sms;
 }
 
 struct CosBwdPlan {
