@@ -76,13 +76,7 @@ struct BackwardArgs {
 #define S3FN_FWD_NW 4
 #define S3FN_GW_J 3
 #define S3FN_GW_K 4
-#include "conv3d_block_kernels.h"
-#undef S3FN_ISA
-#undef S3FN_VEC_BYTES
-#undef S3FN_FWD_J
-#undef S3FN_FWD_NW
-#undef S3FN_GW_J
-#undef S3FN_GW_K
+#include "conv3d_block_kernels.h"  // undefines the S3FN_* parameters
 
 #ifdef S3FN_CONV3D_MULTI_ISA
 // 16 vector registers: 3 x 4 accumulators.
@@ -94,13 +88,7 @@ struct BackwardArgs {
 #define S3FN_FWD_NW 4
 #define S3FN_GW_J 3
 #define S3FN_GW_K 4
-#include "conv3d_block_kernels.h"
-#undef S3FN_ISA
-#undef S3FN_VEC_BYTES
-#undef S3FN_FWD_J
-#undef S3FN_FWD_NW
-#undef S3FN_GW_J
-#undef S3FN_GW_K
+#include "conv3d_block_kernels.h"  // undefines the S3FN_* parameters
 #pragma GCC pop_options
 
 // 32 vector registers: 4 x 6 accumulators.
@@ -112,13 +100,7 @@ struct BackwardArgs {
 #define S3FN_FWD_NW 6
 #define S3FN_GW_J 4
 #define S3FN_GW_K 6
-#include "conv3d_block_kernels.h"
-#undef S3FN_ISA
-#undef S3FN_VEC_BYTES
-#undef S3FN_FWD_J
-#undef S3FN_FWD_NW
-#undef S3FN_GW_J
-#undef S3FN_GW_K
+#include "conv3d_block_kernels.h"  // undefines the S3FN_* parameters
 #pragma GCC pop_options
 #endif
 

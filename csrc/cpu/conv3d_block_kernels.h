@@ -9,6 +9,7 @@
 //   S3FN_VEC_BYTES  the vector width in bytes (16, 32, 64)
 //   S3FN_FWD_J, S3FN_FWD_NW   conv tile: output channels x position vectors
 //   S3FN_GW_J, S3FN_GW_K      grad_weight tile: output channels x kernel taps
+//   (the file undefines them at its end)
 //
 // Layout idea: a conv output plane is computed in "flattened" form. With an
 // input plane stored row by row with pitch Wx (its padded width), output
@@ -972,3 +973,11 @@ void dense_grad_y(const BackwardArgs<T>& a, T* gy) {
 }  // namespace S3FN_ISA
 }  // namespace conv3d_cpu
 }  // namespace s3fn
+
+// The parameters belong to this instantiation only; the next one defines its own.
+#undef S3FN_ISA
+#undef S3FN_VEC_BYTES
+#undef S3FN_FWD_J
+#undef S3FN_FWD_NW
+#undef S3FN_GW_J
+#undef S3FN_GW_K
