@@ -9,6 +9,9 @@
 // the products use the raw rows and divide by the row norm. The forward keeps
 // an N x K buffer of raw dot products only while it runs; the backward has
 // the N x K logit gradient G, which the embedding gradient reduces over rows.
+// Work is split into slices of feature rows (of columns, for the embedding
+// gradient), one per thread, and each slice runs its product and its row
+// passes back to back while its rows are in cache.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -57,6 +60,25 @@ int64_t row_grain(int64_t d) {
   return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, d));
 }
 
+// The products go to the library one slice of rows per thread: at K = 16 the
+// BLAS keeps a 256 x 1024 x 16 product on one thread (53 us at 2 threads
+// against 32 us for half of it). A slice gets at least 2^18 multiply-adds (a
+// few us), so small calls stay on the calling thread.
+constexpr int64_t kMinSliceMacs = int64_t{1} << 18;
+
+int64_t slice_count(int64_t rows, int64_t macs_per_row) {
+  const int64_t min_rows = std::max<int64_t>(1, kMinSliceMacs / std::max<int64_t>(1, macs_per_row));
+  return std::clamp<int64_t>(rows / min_rows, 1, at::get_num_threads());
+}
+
+// fn(slice, begin, end) over `slices` contiguous slices of [0, rows), in parallel.
+template <typename Fn>
+void for_each_slice(int64_t rows, int64_t slices, const Fn& fn) {
+  at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
+    for (int64_t s = first; s < last; ++s) fn(s, rows * s / slices, rows * (s + 1) / slices);
+  });
+}
+
 // The L2 norm of v and whether it lies below the clamp of F.normalize (where
 // the norm is the constant eps, so no gradient flows through it).
 template <typename T>
@@ -83,79 +105,102 @@ void normalise_rows(const T* e, int64_t k_count, int64_t d, T* e_hat, RowNorm<T>
   });
 }
 
-// dots = f @ e_hat^T (N x K), raw feature rows against normalised embeddings.
 template <typename T>
-void raw_dots(const T* f, const T* e_hat, int64_t n_rows, int64_t k_count, int64_t d, T* dots) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  const at::Tensor ft = at::from_blob(const_cast<T*>(f), {n_rows, d}, opts);
-  const at::Tensor et = at::from_blob(const_cast<T*>(e_hat), {k_count, d}, opts);
-  at::Tensor out = at::from_blob(dots, {n_rows, k_count}, opts);
-  at::mm_out(out, ft, et.t());
+at::Tensor wrap(const T* data, at::IntArrayRef sizes) {
+  return at::from_blob(const_cast<T*>(data), sizes,
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// Norms of the N feature rows. ATen's reduction runs the CPU's own vector width;
-// the extension is built without -march, where at::vec falls back to SSE2.
+// Rows [begin, end) of multiplier * normalize(f) @ e_hat^T into out (N x K), and the
+// norms of those feature rows. The features are never normalised into a copy: the
+// product takes the raw rows, and each row is divided by its norm afterwards. The
+// norms come from ATen's reduction, which runs the CPU's own vector width (the
+// extension is built without -march, where at::vec falls back to SSE2).
 template <typename T>
-void row_norms(const T* f, int64_t n_rows, int64_t d, RowNorm<T>* norms) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  const at::Tensor ft = at::from_blob(const_cast<T*>(f), {n_rows, d}, opts);
+void cosine_rows(const T* f, const T* e_hat, int64_t begin, int64_t end, int64_t k_count,
+                 int64_t d, T multiplier, T* out, RowNorm<T>* f_norm) {
+  const int64_t rows = end - begin;
+  const at::Tensor ft = wrap(f + begin * d, {rows, d});
   const at::Tensor raw = at::linalg_vector_norm(ft, 2, {1});
   const T* r = raw.const_data_ptr<T>();
-  for (int64_t n = 0; n < n_rows; ++n) {
-    norms[n] = {std::max<T>(r[n], T(kNormEps)), r[n] < T(kNormEps)};
+  at::Tensor dots = wrap(out + begin * k_count, {rows, k_count});
+  at::mm_out(dots, ft, wrap(e_hat, {k_count, d}).t());
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t n = begin + i;
+    f_norm[n] = {std::max<T>(r[i], T(kNormEps)), r[i] < T(kNormEps)};
+    const T c = multiplier / f_norm[n].value;
+    for (int64_t k = 0; k < k_count; ++k) out[n * k_count + k] *= c;
   }
+}
+
+// multiplier * normalize(f) @ normalize(e)^T into out (N x K). epilogue(n, row) runs
+// on each finished row inside the task that computed it.
+template <typename T, typename Epilogue>
+void scaled_cosines(const T* f, const T* e, int64_t n_rows, int64_t k_count, int64_t d,
+                    T multiplier, T* out, const Epilogue& epilogue) {
+  std::vector<T> e_hat(k_count * d);
+  std::vector<RowNorm<T>> e_norm(k_count), f_norm(n_rows);
+  normalise_rows(e, k_count, d, e_hat.data(), e_norm.data());
+  for_each_slice(n_rows, slice_count(n_rows, k_count * d), [&](int64_t, int64_t begin, int64_t end) {
+    cosine_rows(f, e_hat.data(), begin, end, k_count, d, multiplier, out, f_norm.data());
+    for (int64_t n = begin; n < end; ++n) epilogue(n, out + n * k_count);
+  });
 }
 
 // Gradients of (scale * normalize(f) @ normalize(e).T) given the logit
 // gradient. fill_grad(n, cos_row, g_row) writes row n of G from that row's
-// cosines; G (N x K) is the one N x K buffer.
+// cosines (g_row holds them on entry); G (N x K) is the one N x K buffer.
+// Each slice of feature rows is finished in one task while it is in cache:
+// cosines, G, grad_f, and the slice's share of grad_e (a K x d partial per
+// slice, summed in slice order afterwards, so the result does not depend on
+// which thread ran what).
 template <typename T, typename FillGrad>
 void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, int64_t d, T scale,
                      FillGrad fill_grad, T* grad_f, T* grad_e, T* grad_scale) {
   std::vector<T> e_hat(k_count * d), scale_part(n_rows), g(n_rows * k_count);
   std::vector<RowNorm<T>> e_norm(k_count), f_norm(n_rows);
   normalise_rows(e, k_count, d, e_hat.data(), e_norm.data());
-  row_norms(f, n_rows, d, f_norm.data());
-  raw_dots(f, e_hat.data(), n_rows, k_count, d, g.data());  // overwritten by G row by row
+  const at::Tensor eht = wrap(e_hat.data(), {k_count, d});
 
-  // G and each row's share of d(scale).
-  std::vector<T> cos(k_count);
-  for (int64_t n = 0; n < n_rows; ++n) {
-    T* g_row = g.data() + n * k_count;
-    const T inv = T(1) / f_norm[n].value;
-    for (int64_t k = 0; k < k_count; ++k) cos[k] = g_row[k] * inv;
-    fill_grad(n, cos.data(), g_row);
-    T g_dot_cos = 0;
-    for (int64_t k = 0; k < k_count; ++k) g_dot_cos += g_row[k] * cos[k];
-    scale_part[n] = g_dot_cos;
+  const int64_t slices = slice_count(n_rows, k_count * d);
+  std::vector<T> partials(slices > 1 ? slices * k_count * d : 0);
+  for_each_slice(n_rows, slices, [&](int64_t slice, int64_t begin, int64_t end) {
+    const int64_t rows = end - begin;
+    cosine_rows(f, e_hat.data(), begin, end, k_count, d, T(1), g.data(), f_norm.data());
+    // G, each row's share of d(scale) = g . cos, and G rescaled by scale / |f| (G' below).
+    std::vector<T> cos(k_count), row_cp(rows);
+    T* g_slice = g.data() + begin * k_count;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t n = begin + i;
+      T* g_row = g_slice + i * k_count;
+      std::copy_n(g_row, k_count, cos.data());
+      fill_grad(n, cos.data(), g_row);
+      T g_dot_cos = 0;
+      for (int64_t k = 0; k < k_count; ++k) g_dot_cos += g_row[k] * cos[k];
+      scale_part[n] = g_dot_cos;
+      const T norm = f_norm[n].value;
+      const T c = scale / norm;
+      for (int64_t k = 0; k < k_count; ++k) g_row[k] *= c;
+      row_cp[i] = f_norm[n].clamped ? T(0) : c * g_dot_cos / norm;
+    }
+    // d f = (d f_hat - f_hat (f_hat . d f_hat)) / |f| with d f_hat = scale * G e_hat and
+    // f_hat . (G e_hat) = g . cos: that is G' e_hat - f * (scale * g.cos / |f|^2). Below
+    // the clamp the norm is a constant eps and the projection term drops.
+    at::Tensor gf = wrap(grad_f + begin * d, {rows, d});
+    const at::Tensor f_slice = wrap(f + begin * d, {rows, d});
+    at::mm_out(gf, wrap(g_slice, {rows, k_count}), eht);
+    gf.addcmul_(f_slice, wrap(row_cp.data(), {rows, 1}), -1);
+    // d e_hat = scale * G^T f_hat = G'^T f.
+    at::Tensor ge = wrap(slices > 1 ? partials.data() + slice * k_count * d : grad_e, {k_count, d});
+    at::mm_out(ge, wrap(g_slice, {rows, k_count}).t(), f_slice);
+  });
+  if (slices > 1) {
+    std::copy_n(partials.data(), k_count * d, grad_e);
+    for (int64_t sl = 1; sl < slices; ++sl) {
+      const T* part = partials.data() + sl * k_count * d;
+      for (int64_t j = 0; j < k_count * d; ++j) grad_e[j] += part[j];
+    }
   }
-
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  const at::Tensor gt = at::from_blob(g.data(), {n_rows, k_count}, opts);
-  const at::Tensor eht = at::from_blob(e_hat.data(), {k_count, d}, opts);
-  const at::Tensor ft = at::from_blob(const_cast<T*>(f), {n_rows, d}, opts);
-  at::Tensor gft = at::from_blob(grad_f, {n_rows, d}, opts);
-  at::Tensor get = at::from_blob(grad_e, {k_count, d}, opts);
-  at::mm_out(gft, gt, eht);  // a = G e_hat, per row the gradient of f_hat / scale
-  // G is needed no more as it is: scale its rows by scale / |f| in place, so the one N x K
-  // buffer also gives d e_hat = scale * G^T f_hat = (G scale / |f|)^T f.
-  for (int64_t n = 0; n < n_rows; ++n) {
-    const T c = scale / f_norm[n].value;
-    for (int64_t k = 0; k < k_count; ++k) g[n * k_count + k] *= c;
-  }
-  at::mm_out(get, gt.t(), ft);
-
-  // d f = (d f_hat - f_hat (f_hat . d f_hat)) / |f|, with d f_hat = scale * a and
-  // f_hat . a = g . cos; below the clamp the norm is a constant eps. As two ATen passes
-  // (gf = c * a - c * proj * f), which run at the CPU's vector width.
-  std::vector<T> row_c(n_rows), row_cp(n_rows);
-  for (int64_t n = 0; n < n_rows; ++n) {
-    const T norm = f_norm[n].value;
-    row_c[n] = scale / norm;
-    row_cp[n] = f_norm[n].clamped ? T(0) : row_c[n] * scale_part[n] / norm;
-  }
-  gft.mul_(at::from_blob(row_c.data(), {n_rows, 1}, opts))
-      .addcmul_(ft, at::from_blob(row_cp.data(), {n_rows, 1}, opts), -1);
 
   // Back through the normalisation of e, per class.
   at::parallel_for(0, k_count, row_grain(d), [&](int64_t begin, int64_t end) {
@@ -194,18 +239,8 @@ at::Tensor cosine_logits_cpu(const at::Tensor& features, const at::Tensor& class
   auto out = at::empty({n_rows, k_count}, f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "cosine_logits_cpu", [&] {
     const auto s = static_cast<scalar_t>(scale_value(scale));
-    std::vector<scalar_t> e_hat(k_count * d);
-    std::vector<RowNorm<scalar_t>> e_norm(k_count);
-    normalise_rows(e.const_data_ptr<scalar_t>(), k_count, d, e_hat.data(), e_norm.data());
-    const scalar_t* fp = f.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    std::vector<RowNorm<scalar_t>> f_norm(n_rows);
-    row_norms(fp, n_rows, d, f_norm.data());
-    raw_dots(fp, e_hat.data(), n_rows, k_count, d, op);
-    for (int64_t n = 0; n < n_rows; ++n) {
-      const scalar_t c = s / f_norm[n].value;
-      for (int64_t k = 0; k < k_count; ++k) op[n * k_count + k] *= c;
-    }
+    scaled_cosines(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
+                   s, out.mutable_data_ptr<scalar_t>(), [](int64_t, scalar_t*) {});
   });
   return out;
 }
@@ -254,27 +289,19 @@ std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cpu(const at::Tensor& f
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "cosine_alignment_loss_cpu", [&] {
     const auto s = static_cast<scalar_t>(scale_value(scale));
-    std::vector<scalar_t> e_hat(k_count * d), row_loss(n_rows);
-    std::vector<RowNorm<scalar_t>> e_norm(k_count);
-    normalise_rows(e.const_data_ptr<scalar_t>(), k_count, d, e_hat.data(), e_norm.data());
-    const scalar_t* fp = f.const_data_ptr<scalar_t>();
+    std::vector<scalar_t> logits(n_rows * k_count), row_loss(n_rows);
     const int64_t* tp = t.const_data_ptr<int64_t>();
     scalar_t* lse_p = lse.mutable_data_ptr<scalar_t>();
-    std::vector<RowNorm<scalar_t>> f_norm(n_rows);
-    std::vector<scalar_t> dots(n_rows * k_count);
-    row_norms(fp, n_rows, d, f_norm.data());
-    raw_dots(fp, e_hat.data(), n_rows, k_count, d, dots.data());
-    for (int64_t n = 0; n < n_rows; ++n) {
-      scalar_t* logits = dots.data() + n * k_count;
-      const scalar_t c = s / f_norm[n].value;
+    auto log_softmax_loss = [&](int64_t n, scalar_t* row) {
       scalar_t peak = -std::numeric_limits<scalar_t>::infinity();
-      for (int64_t k = 0; k < k_count; ++k) peak = std::max(peak, logits[k] *= c);
+      for (int64_t k = 0; k < k_count; ++k) peak = std::max(peak, row[k]);
       scalar_t sum = 0;
-      for (int64_t k = 0; k < k_count; ++k) sum += std::exp(logits[k] - peak);
-      const scalar_t row_lse = peak + std::log(sum);
-      lse_p[n] = row_lse;
-      row_loss[n] = row_lse - logits[tp[n]];
-    }
+      for (int64_t k = 0; k < k_count; ++k) sum += std::exp(row[k] - peak);
+      lse_p[n] = peak + std::log(sum);
+      row_loss[n] = lse_p[n] - row[tp[n]];
+    };
+    scaled_cosines(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
+                   s, logits.data(), log_softmax_loss);
     if (static_cast<Reduction>(reduction) == Reduction::None) {
       loss = at::empty({n_rows}, f.options());
       std::copy(row_loss.begin(), row_loss.end(), loss.mutable_data_ptr<scalar_t>());
