@@ -157,9 +157,10 @@ def test_opcheck(pool):
     torch.library.opcheck(torch.ops.s3fn.conv3d_block, args)
 
 
+@pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("c_in", [15, 16])
-def test_library_dispatch_threshold(c_in, pool):
+def test_library_dispatch_threshold(c_in, pool, relu):
     """float32 with 16+ input channels runs ATen's convolution + the fused epilogue; 15 does not."""
     cfg = dict(
         n=2,
@@ -168,7 +169,7 @@ def test_library_dispatch_threshold(c_in, pool):
         spatial=(6, 7, 8),
         kernel=(3, 3, 3),
         padding=(1, 0, 1),
-        relu=True,
+        relu=relu,
         pool=pool,
         bias=True,
     )
