@@ -82,17 +82,34 @@ def test_matches_reference_in_value_and_gradient(cfg, device, dtype, poison_cuda
         assert_close_to_reference(got, want, dtype, scale=max(1.0, want.abs().max().item()))
 
 
+# The backbone's blocks on a 30-band 32x32 window: rows of 30, 13 and 11 conv outputs, so
+# the kernels' whole-vector paths run (the sweep's rows are shorter than a vector), and
+# blocks 2-3 take the library path in float32.
+PAPER_BLOCKS = [
+    pytest.param((1, 30, 32, 32), 32, id="block1"),
+    pytest.param((32, 14, 15, 15), 64, id="block2"),
+    pytest.param((64, 12, 13, 13), 128, id="block3"),
+]
+
+
 @pytest.mark.parametrize(("device", "dtype"), device_dtypes())
 @pytest.mark.parametrize("pool", POOLS)
-def test_paper_block_shapes(device, dtype, pool):
-    """The backbone's first block: 1 -> 32 channels on a 30-band 32x32 window."""
+@pytest.mark.parametrize(("in_shape", "c_out"), PAPER_BLOCKS)
+def test_paper_block_shapes(device, dtype, pool, in_shape, c_out):
+    """Values and all three gradients at the paper's block shapes."""
     gen = torch.Generator().manual_seed(3)
-    x = torch.rand(2, 1, 30, 32, 32, generator=gen, dtype=torch.float64)
-    w = torch.randn(32, 1, 3, 3, 3, generator=gen, dtype=torch.float64) / 5
-    b = torch.randn(32, generator=gen, dtype=torch.float64) / 10
-    expected = reference.conv3d_block(x, w, b, pool=pool)
-    out = conv3d_block(x.to(device, dtype), w.to(device, dtype), b.to(device, dtype), pool=pool)
+    x = torch.rand(2, *in_shape, generator=gen, dtype=torch.float64)
+    w = torch.randn(c_out, in_shape[0], 3, 3, 3, generator=gen, dtype=torch.float64)
+    w /= (27 * in_shape[0]) ** 0.5
+    b = torch.randn(c_out, generator=gen, dtype=torch.float64) / 10
+    cfg = dict(padding=0, relu=True, pool=pool)
+    expected, grad_out, expected_grads = reference_and_grads(cfg, x, w, b)
+    leaves = [t.to(device, dtype).requires_grad_() for t in (x, w, b)]
+    out = call(conv3d_block, cfg, *leaves)
     assert_close_to_reference(out, expected, dtype)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(device, dtype))
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert_close_to_reference(got, want, dtype, scale=max(1.0, want.abs().max().item()))
 
 
 @pytest.mark.parametrize("device", ["cpu"])

@@ -67,6 +67,7 @@ struct BackwardArgs {
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define S3FN_CONV3D_MULTI_ISA 1
+#include <immintrin.h>  // a few intrinsics where GCC's vector extensions compile poorly
 #endif
 
 // Baseline: whatever the compiler flags allow (SSE2 on x86-64, NEON on arm64).

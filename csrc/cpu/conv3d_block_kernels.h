@@ -409,7 +409,7 @@ void conv_task(const ConvJob<T>& jb, const T* in_n, int64_t n, int64_t dt, int64
   const int J = static_cast<int>(std::min<int64_t>(kFwdJ, jb.cout - cb * kFwdJ));
   const T* wp = jb.wpack + cb * jb.cin * jb.ntaps * kFwdJ;
   const T* bp = jb.bpack + cb * kFwdJ;
-  const int64_t pitch = jb.pitch, lbuf = jb.lbuf;
+  const int64_t lbuf = jb.lbuf;
   const int64_t buf_cs = jb.slices * lbuf;  // buf: [j][slice][lbuf]
   const int64_t per_t = jb.ntaps / jb.kt;
   for (int64_t a = 0; a < jb.slices; ++a) {
@@ -603,11 +603,56 @@ inline void select_row(int64_t n, T* __restrict r, SF sf, VF vf) {
   }
 }
 
-// One row of g_y, r[0, nw), for pool none / avg (see build_gy); `up` is
-// scratch of nw elements. Branch-free selects: the masks are random bits.
+// v in the lanes i where m[i] != 0, zero elsewhere (m holds L bytes). GCC
+// widens a byte vector lane by lane through general registers, so the x86
+// instantiations use the one-instruction byte test / zero-extension instead.
+template <typename T>
+inline typename VecOf<T>::type keep_where_set(const uint8_t* m, typename VecOf<T>::type v) {
+  using V = typename VecOf<T>::type;
+  constexpr int L = VecOf<T>::L;
+#if defined(S3FN_CONV3D_MULTI_ISA) && S3FN_VEC_BYTES == 64
+  if constexpr (L == 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
+    return V(_mm512_maskz_mov_ps(_mm_test_epi8_mask(b, b), __m512(v)));
+  } else {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m));
+    return V(_mm512_maskz_mov_pd(static_cast<__mmask8>(_mm_test_epi8_mask(b, b)), __m512d(v)));
+  }
+#elif defined(S3FN_CONV3D_MULTI_ISA) && S3FN_VEC_BYTES == 32
+  if constexpr (L == 8) {
+    const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
+    const __m256 unset = _mm256_castsi256_ps(_mm256_cmpeq_epi32(w, _mm256_setzero_si256()));
+    return V(_mm256_andnot_ps(unset, __m256(v)));
+  } else {
+    int32_t four;
+    std::memcpy(&four, m, sizeof(four));
+    const __m256i w = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(four));
+    const __m256d unset = _mm256_castsi256_pd(_mm256_cmpeq_epi64(w, _mm256_setzero_si256()));
+    return V(_mm256_andnot_pd(unset, __m256d(v)));
+  }
+#else
+  using I = decltype(V{} > V{});  // the integer vector of V's lanes
+  typedef uint8_t B __attribute__((vector_size(L)));
+  B b;
+  std::memcpy(&b, m, sizeof(B));
+  return __builtin_convertvector(b, I) != 0 ? v : V{};
+#endif
+}
+
+// The vector (p[0], p[0], p[1], p[1], ..., p[L/2 - 1], p[L/2 - 1]): a half-width load
+// and one lane permute (reads only the L / 2 elements it uses).
+template <typename T, std::size_t... I>
+inline typename VecOf<T>::type spread_pairs(const T* p, std::index_sequence<I...>) {
+  typedef T H __attribute__((vector_size(sizeof(typename VecOf<T>::type) / 2)));
+  const H h = vload<H>(p);
+  return __builtin_shufflevector(h, h, (I / 2)...);
+}
+
+// One row of g_y, r[0, nw), for pool none / avg (see build_gy). Branch-free
+// selects: the masks are random bits.
 template <typename T>
 inline void gy_row(const BackwardArgs<T>& a, const T* go, const T* ot, const uint8_t* mk,
-                   int64_t d, int64_t h, int64_t nw, T* __restrict r, T* __restrict up) {
+                   int64_t d, int64_t h, int64_t nw, T* __restrict r) {
   const Conv3dBlockShape& s = *a.s;
   const int64_t out_hw = s.h_p * s.w_p;
   if (s.pool == Pool::None) {
@@ -623,24 +668,19 @@ inline void gy_row(const BackwardArgs<T>& a, const T* go, const T* ot, const uin
       std::memcpy(r, gr, nw * sizeof(T));
     }
   } else {  // avg: grad_out / 8 spread over each window, times the ReLU mask
+    using V = typename VecOf<T>::type;
+    constexpr int L = VecOf<T>::L;
     const T* gr = go + (d / 2) * out_hw + (h / 2) * s.w_p;
-    T* u = mk ? up : r;
-    for (int64_t q = 0; q < nw / 2; ++q) {
-      const T v = gr[q] * T(0.125);
-      u[2 * q] = v;
-      u[2 * q + 1] = v;
-    }
+    // Lanes w .. w + L of the upsampled row (w even): L / 2 values of grad_out, each twice.
+    const auto spread = [gr](int64_t w) {
+      return spread_pairs<T>(gr + w / 2, std::make_index_sequence<L>{}) * vsplat<V>(T(0.125));
+    };
     if (mk) {
       const uint8_t* mr = mk + d * s.h_o * s.w_o + h * s.w_o;
-      select_row(nw, r, [&](int64_t w) { return keep_if(mr[w] != 0, up[w]); },
-                 [&](int64_t w) {
-                   using V = typename VecOf<T>::type;
-                   using I = decltype(V{} > V{});  // the integer vector of V's lanes
-                   typedef uint8_t B __attribute__((vector_size(VecOf<T>::L)));
-                   B b;
-                   std::memcpy(&b, mr + w, sizeof(B));
-                   return __builtin_convertvector(b, I) != 0 ? vload<V>(up + w) : V{};
-                 });
+      select_row(nw, r, [&](int64_t w) { return keep_if(mr[w] != 0, gr[w / 2] * T(0.125)); },
+                 [&](int64_t w) { return keep_where_set<T>(mr + w, spread(w)); });
+    } else {
+      select_row(nw, r, [&](int64_t w) { return gr[w / 2] * T(0.125); }, spread);
     }
   }
 }
@@ -662,7 +702,7 @@ inline void vsum_into(typename VecOf<T>::type& acc, const T* p, int64_t nvec) {
 
 // g_y of channels [co0, co0 + nco) of sample n, into dst (layout g) when dst
 // is not null; the sum of each channel into sums[] when sums is not null.
-// `scratch` holds 2 * (w_o + L) elements.
+// `scratch` holds w_o + L elements.
 template <typename T>
 void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co0, int64_t nco,
               T* dst, double* sums, T* scratch) {
@@ -672,7 +712,6 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
   const int64_t out_plane = s.d_p * s.h_p * s.w_p;
   const int64_t conv_plane = s.d_o * s.h_o * s.w_o;
   T* row = scratch;  // zero past nw, so whole vectors can be summed
-  T* up = scratch + s.w_o + L;
   for (int64_t c = 0; c < nco; ++c) {
     const int64_t nc = n * s.c_out + co0 + c;
     const T* go = a.grad_out + nc * out_plane;
@@ -710,7 +749,7 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
         for (int64_t d = 0; d < nd; ++d) {
           V acc{};
           for (int64_t h = 0; h < nh; ++h) {
-            gy_row(a, go, ot, mk, d, h, nw, row, up);
+            gy_row(a, go, ot, mk, d, h, nw, row);
             vsum_into<T>(acc, row, ceil_div(nw, L));
           }
           sum += static_cast<double>(vhsum<T>(acc));
@@ -728,7 +767,7 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
           for (int64_t h = 0; h < nh; ++h) {
             T* r = pl + (g.gh + h) * g.pitch;
             std::memset(r, 0, g.gw * sizeof(T));
-            gy_row(a, go, ot, mk, d, h, nw, r + g.gw, up);
+            gy_row(a, go, ot, mk, d, h, nw, r + g.gw);
             std::memset(r + g.gw + nw, 0, (g.pitch - g.gw - nw) * sizeof(T));
           }
           std::memset(pl + (g.gh + nh) * g.pitch, 0, (g.ps - (g.gh + nh) * g.pitch) * sizeof(T));
@@ -795,7 +834,7 @@ void grad_input(const BackwardArgs<T>& a) {
     T* gy = gy_buf.template data_ptr<T>();
     std::memset(gy + s.c_out * g.cs, 0, 2 * L * sizeof(T));
     std::unique_ptr<T[]> buf(new T[jb.buf_size()]);
-    std::vector<T> gy_scratch(2 * (s.w_o + L));
+    std::vector<T> gy_scratch(s.w_o + L);
     int64_t built = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / nsb, sb = task % nsb;
@@ -863,7 +902,7 @@ void grad_weight(const BackwardArgs<T>& a, double* bias_part) {
     T* gy = gy_buf.template data_ptr<T>();
     T* xb = x_buf.template data_ptr<T>();
     std::memset(xb + s.c_in * xcs, 0, (xsize - s.c_in * xcs) * sizeof(T));
-    std::vector<T> gy_scratch(2 * (s.w_o + L));
+    std::vector<T> gy_scratch(s.w_o + L);
     std::vector<double> sums(group);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t grp = task / nseg, seg = task % nseg;
@@ -911,7 +950,7 @@ void backward(const BackwardArgs<T>& a) {
   } else if (a.grad_b) {
     const GyLayout g = gy_layout(s, 0, 0, 0, s.w_o, 1);
     at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> gy_scratch(2 * (s.w_o + VecOf<T>::L));
+      std::vector<T> gy_scratch(s.w_o + VecOf<T>::L);
       for (int64_t n = begin; n < end; ++n)
         build_gy(a, g, n, 0, s.c_out, static_cast<T*>(nullptr), bias_part.data() + n * s.c_out,
                  gy_scratch.data());
@@ -964,7 +1003,7 @@ void dense_grad_y(const BackwardArgs<T>& a, T* gy) {
   const int64_t hw = s.h_o * s.w_o;
   const GyLayout g{0, 0, 0, s.w_o, s.h_o, hw, s.d_o, s.d_o * hw};
   at::parallel_for(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(2 * (s.w_o + VecOf<T>::L));
+    std::vector<T> scratch(s.w_o + VecOf<T>::L);
     for (int64_t n = begin; n < end; ++n)
       build_gy(a, g, n, 0, s.c_out, gy + n * s.c_out * g.cs, nullptr, scratch.data());
   });
