@@ -26,14 +26,16 @@ TORCH_LIBRARY(s3fn, m) {
       "cosine_logits_backward(Tensor grad, Tensor features, "
       "Tensor class_embeddings, Tensor scale) -> (Tensor, Tensor, Tensor)");
 
-  // reduction: 0 = none, 1 = mean, 2 = sum. Returns (loss, lse) where lse is
-  // the log-sum-exp of each row's logits, kept for the backward, in the
-  // accumulation dtype (float32 for float16/bfloat16/float32, else float64).
+  // reduction: 0 = none, 1 = mean, 2 = sum. Returns (loss, lse, cosines,
+  // feature_norms): what the backward needs besides the inputs, in the
+  // accumulation dtype (float32 for float16/bfloat16/float32, else float64):
+  // the log-sum-exp of each row's logits (N), the cosines f_hat . e_hat (N, K)
+  // and the unclamped L2 norms of the feature rows (N).
   m.def(
       "cosine_alignment_loss(Tensor features, Tensor class_embeddings, "
-      "Tensor target, Tensor scale, int reduction) -> (Tensor, Tensor)");
+      "Tensor target, Tensor scale, int reduction) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "cosine_alignment_loss_backward(Tensor grad_loss, Tensor features, "
       "Tensor class_embeddings, Tensor target, Tensor scale, Tensor lse, "
-      "int reduction) -> (Tensor, Tensor, Tensor)");
+      "Tensor cosines, Tensor feature_norms, int reduction) -> (Tensor, Tensor, Tensor)");
 }

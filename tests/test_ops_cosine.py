@@ -143,3 +143,33 @@ def test_row_slices_across_threads_match_the_reference(threads):
                 torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10 * want.abs().max())
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("device", "dtype"), device_dtypes())
+def test_loss_returns_what_its_backward_keeps(device, dtype):
+    """Besides the loss, the op returns the log-sum-exps, the cosines and the raw feature
+    norms, in the accumulation dtype; a zero row keeps its true norm 0."""
+    f, e, s, t = make_inputs(37, 5, 70, seed=4)
+    f[3] = 0.0
+    _, lse, cos, norms = torch.ops.s3fn.cosine_alignment_loss(
+        f.to(device, dtype), e.to(device, dtype), t.to(device), s.to(device, dtype), 0
+    )
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert lse.dtype == cos.dtype == norms.dtype == acc
+    want_cos = torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(e, dim=1).T
+    assert_close_to_reference(cos, want_cos, acc)
+    assert_close_to_reference(norms, f.norm(dim=1), acc, scale=f.norm(dim=1).max().item())
+    assert_close_to_reference(lse, torch.logsumexp(s * want_cos, dim=1), acc, scale=s.item())
+
+
+def test_backward_refuses_saved_tensors_of_another_call():
+    f, e, s, t = make_inputs(6, 4, 9)
+    _, lse, cos, norms = torch.ops.s3fn.cosine_alignment_loss(f, e, t, s, 1)
+    g = torch.tensor(1.0, dtype=torch.float64)
+    backward = torch.ops.s3fn.cosine_alignment_loss_backward
+    with pytest.raises(ValueError, match="cosines must be"):
+        backward(g, f, e, t, s, lse, cos[:, :3], norms, 1)
+    with pytest.raises(ValueError, match="feature_norms must be"):
+        backward(g, f, e, t, s, lse, cos, norms.float(), 1)
+    with pytest.raises(ValueError, match="lse must be"):
+        backward(g, f, e, t, s, lse[:5], cos, norms, 1)

@@ -6,9 +6,11 @@
 // library. Everything else (the norms, the normalisation of the embeddings,
 // softmax, log-sum-exp, loss, the projections of the normalisation backward)
 // is a row pass around them. The features are never normalised into a copy:
-// the products use the raw rows and divide by the row norm. The forward keeps
-// an N x K buffer of raw dot products only while it runs; the backward has
-// the N x K logit gradient G, which the embedding gradient reduces over rows.
+// the products use the raw rows and divide by the row norm. The loss keeps its
+// N x K cosines and the N feature norms for the backward (at most the size of
+// the features it saves anyway, since K <= d in practice), so the backward
+// skips a product and a pass over the features; the backward has the N x K
+// logit gradient G, which the embedding gradient reduces over rows.
 // Work is split into slices of feature rows (of columns, for the embedding
 // gradient), one per thread, and each slice runs its product and its row
 // passes back to back while its rows are in cache.
@@ -88,9 +90,13 @@ struct RowNorm {
 };
 
 template <typename T>
-RowNorm<T> clamped_norm(const T* v, int64_t n) {
-  const T raw = std::sqrt(dot(v, v, n));
+RowNorm<T> clamp_norm(T raw) {
   return {std::max<T>(raw, T(kNormEps)), raw < T(kNormEps)};
+}
+
+template <typename T>
+RowNorm<T> clamped_norm(const T* v, int64_t n) {
+  return clamp_norm(std::sqrt(dot(v, v, n)));
 }
 
 // Normalised copy of the class embeddings (K x d) and their norms.
@@ -112,53 +118,64 @@ at::Tensor wrap(const T* data, at::IntArrayRef sizes) {
 }
 
 // Rows [begin, end) of multiplier * normalize(f) @ e_hat^T into out (N x K), and the
-// norms of those feature rows. The features are never normalised into a copy: the
-// product takes the raw rows, and each row is divided by its norm afterwards. The
-// norms come from ATen's reduction, which runs the CPU's own vector width (the
-// extension is built without -march, where at::vec falls back to SSE2).
+// (unclamped) norms of those feature rows into raw_norms (N). The features are never
+// normalised into a copy: the product takes the raw rows, and each row is divided by
+// its norm afterwards. The norms come from ATen's reduction, which runs the CPU's own
+// vector width (the extension is built without -march, where at::vec falls back to SSE2).
 template <typename T>
 void cosine_rows(const T* f, const T* e_hat, int64_t begin, int64_t end, int64_t k_count,
-                 int64_t d, T multiplier, T* out, RowNorm<T>* f_norm) {
+                 int64_t d, T multiplier, T* out, T* raw_norms) {
   const int64_t rows = end - begin;
   const at::Tensor ft = wrap(f + begin * d, {rows, d});
-  const at::Tensor raw = at::linalg_vector_norm(ft, 2, {1});
-  const T* r = raw.const_data_ptr<T>();
+  at::Tensor norms = wrap(raw_norms + begin, {rows});
+  at::linalg_vector_norm_out(norms, ft, 2, {1});
   at::Tensor dots = wrap(out + begin * k_count, {rows, k_count});
   at::mm_out(dots, ft, wrap(e_hat, {k_count, d}).t());
-  for (int64_t i = 0; i < rows; ++i) {
-    const int64_t n = begin + i;
-    f_norm[n] = {std::max<T>(r[i], T(kNormEps)), r[i] < T(kNormEps)};
-    const T c = multiplier / f_norm[n].value;
+  for (int64_t n = begin; n < end; ++n) {
+    const T c = multiplier / clamp_norm(raw_norms[n]).value;
     for (int64_t k = 0; k < k_count; ++k) out[n * k_count + k] *= c;
   }
 }
 
-// multiplier * normalize(f) @ normalize(e)^T into out (N x K). epilogue(n, row) runs
-// on each finished row inside the task that computed it.
+// multiplier * normalize(f) @ normalize(e)^T into out (N x K) and the feature-row
+// norms into raw_norms (N). epilogue(n, row) runs on each finished row inside the
+// task that computed it.
 template <typename T, typename Epilogue>
 void scaled_cosines(const T* f, const T* e, int64_t n_rows, int64_t k_count, int64_t d,
-                    T multiplier, T* out, const Epilogue& epilogue) {
+                    T multiplier, T* out, T* raw_norms, const Epilogue& epilogue) {
   std::vector<T> e_hat(k_count * d);
-  std::vector<RowNorm<T>> e_norm(k_count), f_norm(n_rows);
+  std::vector<RowNorm<T>> e_norm(k_count);
   normalise_rows(e, k_count, d, e_hat.data(), e_norm.data());
   for_each_slice(n_rows, slice_count(n_rows, k_count * d), [&](int64_t, int64_t begin, int64_t end) {
-    cosine_rows(f, e_hat.data(), begin, end, k_count, d, multiplier, out, f_norm.data());
+    cosine_rows(f, e_hat.data(), begin, end, k_count, d, multiplier, out, raw_norms);
     for (int64_t n = begin; n < end; ++n) epilogue(n, out + n * k_count);
   });
 }
 
+// What cosine_alignment_loss keeps for its backward: the cosines (N x K) and the
+// unclamped feature-row norms (N). Null when the backward must recompute them.
+template <typename T>
+struct SavedCosines {
+  const T* cos = nullptr;
+  const T* raw_norms = nullptr;
+};
+
 // Gradients of (scale * normalize(f) @ normalize(e).T) given the logit
 // gradient. fill_grad(n, cos_row, g_row) writes row n of G from that row's
-// cosines (g_row holds them on entry); G (N x K) is the one N x K buffer.
+// cosines (g_row holds them on entry); G (N x K) is the one N x K buffer. The
+// cosines and feature norms come from `saved`, or are recomputed without it.
 // Each slice of feature rows is finished in one task while it is in cache:
 // cosines, G, grad_f, and the slice's share of grad_e (a K x d partial per
 // slice, summed in slice order afterwards, so the result does not depend on
 // which thread ran what).
 template <typename T, typename FillGrad>
 void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, int64_t d, T scale,
-                     FillGrad fill_grad, T* grad_f, T* grad_e, T* grad_scale) {
+                     SavedCosines<T> saved, FillGrad fill_grad, T* grad_f, T* grad_e,
+                     T* grad_scale) {
   std::vector<T> e_hat(k_count * d), scale_part(n_rows), g(n_rows * k_count);
-  std::vector<RowNorm<T>> e_norm(k_count), f_norm(n_rows);
+  std::vector<T> recomputed_norms(saved.cos ? 0 : n_rows);
+  const T* raw_norms = saved.cos ? saved.raw_norms : recomputed_norms.data();
+  std::vector<RowNorm<T>> e_norm(k_count);
   normalise_rows(e, k_count, d, e_hat.data(), e_norm.data());
   const at::Tensor eht = wrap(e_hat.data(), {k_count, d});
 
@@ -166,7 +183,12 @@ void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, in
   std::vector<T> partials(slices > 1 ? slices * k_count * d : 0);
   for_each_slice(n_rows, slices, [&](int64_t slice, int64_t begin, int64_t end) {
     const int64_t rows = end - begin;
-    cosine_rows(f, e_hat.data(), begin, end, k_count, d, T(1), g.data(), f_norm.data());
+    if (saved.cos) {
+      std::copy(saved.cos + begin * k_count, saved.cos + end * k_count, g.data() + begin * k_count);
+    } else {
+      cosine_rows(f, e_hat.data(), begin, end, k_count, d, T(1), g.data(),
+                  recomputed_norms.data());
+    }
     // G, each row's share of d(scale) = g . cos, and G rescaled by scale / |f| (G' below).
     std::vector<T> cos(k_count), row_cp(rows);
     T* g_slice = g.data() + begin * k_count;
@@ -178,10 +200,10 @@ void cosine_backward(const T* f, const T* e, int64_t n_rows, int64_t k_count, in
       T g_dot_cos = 0;
       for (int64_t k = 0; k < k_count; ++k) g_dot_cos += g_row[k] * cos[k];
       scale_part[n] = g_dot_cos;
-      const T norm = f_norm[n].value;
-      const T c = scale / norm;
+      const RowNorm<T> norm = clamp_norm(raw_norms[n]);
+      const T c = scale / norm.value;
       for (int64_t k = 0; k < k_count; ++k) g_row[k] *= c;
-      row_cp[i] = f_norm[n].clamped ? T(0) : c * g_dot_cos / norm;
+      row_cp[i] = norm.clamped ? T(0) : c * g_dot_cos / norm.value;
     }
     // d f = (d f_hat - f_hat (f_hat . d f_hat)) / |f| with d f_hat = scale * G e_hat and
     // f_hat . (G e_hat) = g . cos: that is G' e_hat - f * (scale * g.cos / |f|^2). Below
@@ -239,8 +261,9 @@ at::Tensor cosine_logits_cpu(const at::Tensor& features, const at::Tensor& class
   auto out = at::empty({n_rows, k_count}, f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "cosine_logits_cpu", [&] {
     const auto s = static_cast<scalar_t>(scale_value(scale));
+    std::vector<scalar_t> norms(n_rows);
     scaled_cosines(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
-                   s, out.mutable_data_ptr<scalar_t>(), [](int64_t, scalar_t*) {});
+                   s, out.mutable_data_ptr<scalar_t>(), norms.data(), [](int64_t, scalar_t*) {});
   });
   return out;
 }
@@ -261,7 +284,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_logits_backward_cpu(
       std::copy_n(gp + n * k_count, k_count, g_row);
     };
     cosine_backward(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
-                    static_cast<scalar_t>(scale_value(scale)), copy_row,
+                    static_cast<scalar_t>(scale_value(scale)), SavedCosines<scalar_t>{}, copy_row,
                     grad_f.mutable_data_ptr<scalar_t>(), grad_e.mutable_data_ptr<scalar_t>(),
                     grad_scale.mutable_data_ptr<scalar_t>());
   });
@@ -276,32 +299,33 @@ void check_targets_in_range(const at::Tensor& target, int64_t k_count) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cpu(const at::Tensor& features,
-                                                             const at::Tensor& class_embeddings,
-                                                             const at::Tensor& target,
-                                                             const at::Tensor& scale,
-                                                             int64_t reduction) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_cpu(
+    const at::Tensor& features, const at::Tensor& class_embeddings, const at::Tensor& target,
+    const at::Tensor& scale, int64_t reduction) {
   const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   check_alignment_target(target, features, reduction);
   const auto t = target.contiguous();
   check_targets_in_range(t, k_count);
   auto lse = at::empty({n_rows}, f.options());
+  auto cosines = at::empty({n_rows, k_count}, f.options());
+  auto norms = at::empty({n_rows}, f.options());
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "cosine_alignment_loss_cpu", [&] {
     const auto s = static_cast<scalar_t>(scale_value(scale));
-    std::vector<scalar_t> logits(n_rows * k_count), row_loss(n_rows);
+    std::vector<scalar_t> row_loss(n_rows);
     const int64_t* tp = t.const_data_ptr<int64_t>();
     scalar_t* lse_p = lse.mutable_data_ptr<scalar_t>();
-    auto log_softmax_loss = [&](int64_t n, scalar_t* row) {
+    auto log_softmax_loss = [&](int64_t n, scalar_t* cos) {
       scalar_t peak = -std::numeric_limits<scalar_t>::infinity();
-      for (int64_t k = 0; k < k_count; ++k) peak = std::max(peak, row[k]);
+      for (int64_t k = 0; k < k_count; ++k) peak = std::max(peak, s * cos[k]);
       scalar_t sum = 0;
-      for (int64_t k = 0; k < k_count; ++k) sum += std::exp(row[k] - peak);
+      for (int64_t k = 0; k < k_count; ++k) sum += std::exp(s * cos[k] - peak);
       lse_p[n] = peak + std::log(sum);
-      row_loss[n] = lse_p[n] - row[tp[n]];
+      row_loss[n] = lse_p[n] - s * cos[tp[n]];
     };
     scaled_cosines(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
-                   s, logits.data(), log_softmax_loss);
+                   scalar_t(1), cosines.mutable_data_ptr<scalar_t>(),
+                   norms.mutable_data_ptr<scalar_t>(), log_softmax_loss);
     if (static_cast<Reduction>(reduction) == Reduction::None) {
       loss = at::empty({n_rows}, f.options());
       std::copy(row_loss.begin(), row_loss.end(), loss.mutable_data_ptr<scalar_t>());
@@ -313,12 +337,21 @@ std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cpu(const at::Tensor& f
       *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
     }
   });
-  return {loss, lse};
+  return {loss, lse, cosines, norms};
+}
+
+// The backward's saved tensors must be what the forward returned for these features.
+void check_saved(const at::Tensor& t, const char* name, at::IntArrayRef sizes,
+                 const at::Tensor& f) {
+  TORCH_CHECK_VALUE(t.sizes() == sizes && t.scalar_type() == f.scalar_type(), name, " must be ",
+                    f.scalar_type(), " of shape ", sizes, " (as cosine_alignment_loss returns it), got ",
+                    t.scalar_type(), " of shape ", t.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cpu(
     const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& class_embeddings,
-    const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse, int64_t reduction) {
+    const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse,
+    const at::Tensor& cosines, const at::Tensor& feature_norms, int64_t reduction) {
   const auto [f, e, n_rows, k_count, d] = prepare(features, class_embeddings, scale);
   check_alignment_target(target, features, reduction);
   const auto t = target.contiguous();
@@ -326,10 +359,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cp
   TORCH_CHECK_VALUE(red == Reduction::None ? grad_loss.sizes() == at::IntArrayRef({n_rows})
                                            : grad_loss.dim() == 0,
                     "grad_loss has shape ", grad_loss.sizes(), ", which does not match the loss");
-  TORCH_CHECK_VALUE(lse.sizes() == at::IntArrayRef({n_rows}) && lse.scalar_type() == f.scalar_type(),
-                    "lse must be ", f.scalar_type(), " of shape (", n_rows, ",)");
+  check_saved(lse, "lse", {n_rows}, f);
+  check_saved(cosines, "cosines", {n_rows, k_count}, f);
+  check_saved(feature_norms, "feature_norms", {n_rows}, f);
   const auto g_loss = grad_loss.to(f.scalar_type()).contiguous();
   const auto lse_c = lse.contiguous();
+  const auto cos_c = cosines.contiguous();
+  const auto norms_c = feature_norms.contiguous();
   auto grad_f = at::empty_like(f);
   auto grad_e = at::empty_like(e);
   auto grad_scale = at::empty({}, f.options());
@@ -347,8 +383,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cp
                           scalar_t(k == tp[n]));
       }
     };
+    const SavedCosines<scalar_t> saved{cos_c.const_data_ptr<scalar_t>(),
+                                       norms_c.const_data_ptr<scalar_t>()};
     cosine_backward(f.const_data_ptr<scalar_t>(), e.const_data_ptr<scalar_t>(), n_rows, k_count, d,
-                    s, softmax_minus_onehot, grad_f.mutable_data_ptr<scalar_t>(),
+                    s, saved, softmax_minus_onehot, grad_f.mutable_data_ptr<scalar_t>(),
                     grad_e.mutable_data_ptr<scalar_t>(), grad_scale.mutable_data_ptr<scalar_t>());
   });
   return {grad_f, grad_e, grad_scale.to(scale.scalar_type())};

@@ -79,6 +79,8 @@ struct CosArgs {
   int reduction;                        // kLoss, kBwdLoss
   T* __restrict__ loss;                 // kLoss: (n,) or one element
   float* __restrict__ lse;              // kLoss: (n,)
+  float* __restrict__ cos_out;          // kLoss: (n, k) cosines, kept for the backward
+  float* __restrict__ norm_out;         // kLoss: (n,) unclamped feature-row norms
   float* __restrict__ block_part;       // kLoss: one float per block
   unsigned int* __restrict__ counter;   // kLoss: zero before the launch
   const T* __restrict__ grad;           // kBwdLogits: (n, k)
@@ -239,7 +241,9 @@ __global__ void __launch_bounds__(kCosThreads, 4) cosine_tile_kernel(CosArgs<T> 
           const int64_t t = a.target[row];
 #pragma unroll
           for (int j = 0; j < TC; ++j) {
-            if (t == (int64_t)(c0 + tc * TC + j)) s_tl[tr * TR + i] = l[j];
+            const int cls = c0 + tc * TC + j;
+            if (t == (int64_t)cls) s_tl[tr * TR + i] = l[j];
+            if (cls < a.k) a.cos_out[row * a.k + cls] = cosv[i][j];
           }
         }
       }
@@ -288,6 +292,7 @@ __global__ void __launch_bounds__(kCosThreads, 4) cosine_tile_kernel(CosArgs<T> 
         if (row >= a.n) break;
         const float lse = run_m[i] + logf(run_s[i]);
         a.lse[row] = lse;
+        a.norm_out[row] = s_fnorm[tr * TR + i];
         const float loss = lse - s_tl[tr * TR + i];
         if (a.reduction == 0) {
           a.loss[row] = from_float<T>(loss);
@@ -622,8 +627,8 @@ size_t loss_forward_bytes(int64_t n, int64_t k) {
 template <typename T>
 cudaError_t loss_forward_impl(int64_t n, int64_t k, int64_t d, const void* f, const void* e,
                               const int64_t* target, const float* scale, int reduction, void* loss,
-                              float* lse, void* workspace, size_t workspace_bytes,
-                              cudaStream_t stream) {
+                              float* lse, float* cosines, float* feature_norms, void* workspace,
+                              size_t workspace_bytes, cudaStream_t stream) {
   if (!sizes_ok(n, k, d) || reduction < 0 || reduction > 2) return cudaErrorInvalidValue;
   if (workspace == nullptr || workspace_bytes < loss_forward_bytes(n, k))
     return cudaErrorInvalidValue;
@@ -632,6 +637,8 @@ cudaError_t loss_forward_impl(int64_t n, int64_t k, int64_t d, const void* f, co
   a.reduction = reduction;
   a.loss = static_cast<T*>(loss);
   a.lse = lse;
+  a.cos_out = cosines;
+  a.norm_out = feature_norms;
   a.counter = static_cast<unsigned int*>(workspace);
   a.block_part = reinterpret_cast<float*>(static_cast<char*>(workspace) + 16);
   // At least one block, so that mean / sum of nothing still writes (NaN / 0).
@@ -775,19 +782,22 @@ size_t cosine_alignment_loss_workspace_bytes(int64_t n, int64_t k, int64_t /*d*/
 cudaError_t cosine_alignment_loss_forward(DType dtype, int64_t n, int64_t k, int64_t d,
                                           const void* features, const void* class_embeddings,
                                           const int64_t* target, const float* scale,
-                                          int reduction, void* loss, float* lse, void* workspace,
+                                          int reduction, void* loss, float* lse, float* cosines,
+                                          float* feature_norms, void* workspace,
                                           size_t workspace_bytes, cudaStream_t stream) {
   switch (dtype) {
     case DType::F32:
       return loss_forward_impl<float>(n, k, d, features, class_embeddings, target, scale,
-                                      reduction, loss, lse, workspace, workspace_bytes, stream);
+                                      reduction, loss, lse, cosines, feature_norms, workspace,
+                                      workspace_bytes, stream);
     case DType::F16:
       return loss_forward_impl<__half>(n, k, d, features, class_embeddings, target, scale,
-                                       reduction, loss, lse, workspace, workspace_bytes, stream);
+                                       reduction, loss, lse, cosines, feature_norms, workspace,
+                                       workspace_bytes, stream);
     case DType::BF16:
       return loss_forward_impl<__nv_bfloat16>(n, k, d, features, class_embeddings, target, scale,
-                                              reduction, loss, lse, workspace, workspace_bytes,
-                                              stream);
+                                              reduction, loss, lse, cosines, feature_norms,
+                                              workspace, workspace_bytes, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -35,12 +35,14 @@ cudaError_t cosine_logits_backward(DType dtype, int64_t n, int64_t k, int64_t d,
 size_t cosine_alignment_loss_workspace_bytes(int64_t n, int64_t k, int64_t d);
 
 // target int64 (n,) with values in [0, k); reduction 0 none, 1 mean, 2 sum.
-// loss: (n,) of dtype for reduction 0, else one element of dtype; lse: (n,) float32,
-// the log-sum-exp of each row's logits (what the backward needs).
+// loss: (n,) of dtype for reduction 0, else one element of dtype. Also written, in
+// float32, for the op's backward: lse (n,), the log-sum-exp of each row's logits;
+// cosines (n, k); feature_norms (n,), the unclamped L2 norms of the feature rows.
 cudaError_t cosine_alignment_loss_forward(DType dtype, int64_t n, int64_t k, int64_t d,
                                           const void* features, const void* class_embeddings,
                                           const int64_t* target, const float* scale,
-                                          int reduction, void* loss, float* lse, void* workspace,
+                                          int reduction, void* loss, float* lse, float* cosines,
+                                          float* feature_norms, void* workspace,
                                           size_t workspace_bytes, cudaStream_t stream);
 
 // Scratch bytes of the two backward launchers (loss: also the n x k float32 G).

@@ -102,11 +102,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_logits_backward_cuda(
   return {grad_f, grad_e, grad_s.to(scale.scalar_type())};
 }
 
-std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cuda(const at::Tensor& features,
-                                                              const at::Tensor& class_embeddings,
-                                                              const at::Tensor& target,
-                                                              const at::Tensor& scale,
-                                                              int64_t reduction) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_cuda(
+    const at::Tensor& features, const at::Tensor& class_embeddings, const at::Tensor& target,
+    const at::Tensor& scale, int64_t reduction) {
   const CosineInputs in = prepare(features, class_embeddings, scale, "cosine_alignment_loss");
   const c10::cuda::CUDAGuard guard(features.device());
   check_alignment_target(target, features, reduction);
@@ -116,21 +114,33 @@ std::tuple<at::Tensor, at::Tensor> cosine_alignment_loss_cuda(const at::Tensor& 
                         ? at::empty({in.n}, features.options())
                         : at::empty({}, features.options());
   at::Tensor lse = at::empty({in.n}, features.options().dtype(at::kFloat));
+  at::Tensor cosines = at::empty({in.n, in.k}, features.options().dtype(at::kFloat));
+  at::Tensor norms = at::empty({in.n}, features.options().dtype(at::kFloat));
   const size_t ws_bytes = cuda::cosine_alignment_loss_workspace_bytes(in.n, in.k, in.d);
   at::Tensor ws_holder;
   void* ws = workspace(ws_bytes, features, ws_holder);
   const cudaError_t err = cuda::cosine_alignment_loss_forward(
       in.dtype, in.n, in.k, in.d, in.f.const_data_ptr(), in.e.const_data_ptr(),
       t.const_data_ptr<int64_t>(), in.scale.const_data_ptr<float>(), static_cast<int>(reduction),
-      loss.mutable_data_ptr(), lse.mutable_data_ptr<float>(), ws, ws_bytes,
-      c10::cuda::getCurrentCUDAStream().stream());
+      loss.mutable_data_ptr(), lse.mutable_data_ptr<float>(), cosines.mutable_data_ptr<float>(),
+      norms.mutable_data_ptr<float>(), ws, ws_bytes, c10::cuda::getCurrentCUDAStream().stream());
   check_launch(err, "cosine_alignment_loss");
-  return {loss, lse};
+  return {loss, lse, cosines, norms};
+}
+
+// A float32 tensor the forward returned for these n rows (and k classes).
+void check_saved(const at::Tensor& t, const char* name, at::IntArrayRef sizes,
+                 const at::Tensor& features) {
+  check_same_device(features, "features", t, name);
+  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat && t.sizes() == sizes, name,
+                    " must be the float32 tensor of shape ", sizes,
+                    " that cosine_alignment_loss returns, got ", t.scalar_type(), " ", t.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cuda(
     const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& class_embeddings,
-    const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse, int64_t reduction) {
+    const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse,
+    const at::Tensor& cosines, const at::Tensor& feature_norms, int64_t reduction) {
   const CosineInputs in =
       prepare(features, class_embeddings, scale, "cosine_alignment_loss_backward");
   const c10::cuda::CUDAGuard guard(features.device());
@@ -140,10 +150,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cu
   } else {
     check_grad(grad_loss, features, "grad_loss", {});
   }
-  check_same_device(features, "features", lse, "lse");
-  TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.sizes() == at::IntArrayRef({in.n}),
-              "lse must be the float32 tensor of shape (", in.n,
-              ",) that cosine_alignment_loss returns, got ", lse.scalar_type(), " ", lse.sizes());
+  check_saved(lse, "lse", {in.n}, features);
+  // The cosines and norms are checked but not read: the backward's tile pass recomputes
+  // them while it computes G and the per-row factors, which on a GPU costs one more read
+  // of the features and saves a launch.
+  check_saved(cosines, "cosines", {in.n, in.k}, features);
+  check_saved(feature_norms, "feature_norms", {in.n}, features);
   const at::Tensor gl = grad_loss.contiguous();
   const at::Tensor t = target.contiguous();
   const at::Tensor l = lse.contiguous();

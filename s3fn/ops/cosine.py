@@ -29,8 +29,9 @@ def cosine_alignment_loss(
 ) -> torch.Tensor:
     """Softmax cross-entropy of `cosine_logits(features, class_embeddings, scale)` against `target`.
 
-    target holds class indices (N,); reduction is "mean", "sum" or "none". The logits
-    are never stored: the backward recomputes them from the saved log-sum-exp.
+    target holds class indices (N,); reduction is "mean", "sum" or "none". For the backward
+    the op keeps the (N, K) cosines, the N feature norms and the N log-sum-exps, never a
+    normalised copy of the features.
     """
     if reduction not in REDUCTION_CODES:
         raise ValueError(
@@ -38,10 +39,9 @@ def cosine_alignment_loss(
         )
     if isinstance(target, torch.Tensor) and target.dtype in (torch.int32, torch.int16, torch.uint8):
         target = target.long()
-    loss, _ = torch.ops.s3fn.cosine_alignment_loss(
+    return torch.ops.s3fn.cosine_alignment_loss(
         features, class_embeddings, target, as_scale(scale, features), REDUCTION_CODES[reduction]
-    )
-    return loss
+    )[0]
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -60,15 +60,18 @@ def _cosine_logits_backward_fake(grad, features, class_embeddings, scale):
 
 @torch.library.register_fake("s3fn::cosine_alignment_loss")
 def _cosine_alignment_loss_fake(features, class_embeddings, target, scale, reduction):
-    n = features.shape[0]
+    n, k = features.shape[0], class_embeddings.shape[0]
     loss = features.new_empty((n,) if reduction == 0 else ())
-    lse = features.new_empty((n,), dtype=_accumulation_dtype(features.dtype))
-    return loss, lse
+    acc = _accumulation_dtype(features.dtype)
+    lse = features.new_empty((n,), dtype=acc)
+    cosines = features.new_empty((n, k), dtype=acc)
+    norms = features.new_empty((n,), dtype=acc)
+    return loss, lse, cosines, norms
 
 
 @torch.library.register_fake("s3fn::cosine_alignment_loss_backward")
 def _cosine_alignment_loss_backward_fake(
-    grad_loss, features, class_embeddings, target, scale, lse, reduction
+    grad_loss, features, class_embeddings, target, scale, lse, cosines, feature_norms, reduction
 ):
     return torch.empty_like(features), torch.empty_like(class_embeddings), torch.empty_like(scale)
 
@@ -84,16 +87,16 @@ def _logits_backward(ctx, grad):
 
 def _loss_setup_context(ctx, inputs, output):
     features, class_embeddings, target, scale, reduction = inputs
-    _, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(features, class_embeddings, target, scale, lse)
+    _, *saved = output
+    ctx.mark_non_differentiable(*saved)
+    ctx.save_for_backward(features, class_embeddings, target, scale, *saved)
     ctx.reduction = reduction
 
 
-def _loss_backward(ctx, grad_loss, _grad_lse):
-    features, class_embeddings, target, scale, lse = ctx.saved_tensors
+def _loss_backward(ctx, grad_loss, *_grad_saved):
+    features, class_embeddings, target, scale, *saved = ctx.saved_tensors
     grad_f, grad_e, grad_s = torch.ops.s3fn.cosine_alignment_loss_backward(
-        grad_loss, features, class_embeddings, target, scale, lse, ctx.reduction
+        grad_loss, features, class_embeddings, target, scale, *saved, ctx.reduction
     )
     return grad_f, grad_e, None, grad_s, None
 
