@@ -27,6 +27,10 @@ struct Conv3dBlockShape {
 
   std::vector<int64_t> out_sizes() const { return {n, c_out, d_p, h_p, w_p}; }
   std::vector<int64_t> conv_sizes() const { return {n, c_out, d_o, h_o, w_o}; }
+  // The CPU kernels' ReLU mask (pool = avg with relu): one bit per conv output,
+  // each conv plane packed into its own ceil(h_o * w_o / 8) bytes, LSB first.
+  int64_t mask_plane_bytes() const { return (h_o * w_o + 7) / 8; }
+  std::vector<int64_t> packed_mask_sizes() const { return {n, c_out, d_o, mask_plane_bytes()}; }
 };
 
 inline void check_floating(const at::Tensor& t, const char* name) {

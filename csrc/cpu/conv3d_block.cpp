@@ -55,7 +55,7 @@ struct BackwardArgs {
   const T* x;
   const T* w;
   const T* out;        // needed with relu unless pool is avg; else may be null
-  const uint8_t* aux;  // mask (avg + relu) / window argmax (max); else null
+  const uint8_t* aux;  // packed mask (avg + relu) / window argmax (max); else null
   bool relu;
   T* grad_x;  // null when not wanted
   T* grad_w;
@@ -208,7 +208,7 @@ std::tuple<at::Tensor, at::Tensor> conv3d_block_cpu(const at::Tensor& x_in,
 
   at::Tensor aux;
   if (save_aux && s.pool == Pool::Avg && relu) {
-    aux = at::empty(s.conv_sizes(), x.options().dtype(at::kByte));
+    aux = at::empty(s.packed_mask_sizes(), x.options().dtype(at::kByte));
   } else if (save_aux && s.pool == Pool::Max) {
     aux = at::empty(s.out_sizes(), x.options().dtype(at::kByte));
   } else {
@@ -279,7 +279,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cpu(
     TORCH_CHECK(aux_in.numel() > 0 || grad_out_in.numel() == 0,
                 "conv3d_block_backward: aux is empty; call conv3d_block with save_aux=True "
                 "when pool is ", need_mask ? "avg with relu" : "max");
-    if (need_mask) check_same_shape(aux_in, "aux (the ReLU mask)", s.conv_sizes());
+    if (need_mask) check_same_shape(aux_in, "aux (the packed ReLU mask)", s.packed_mask_sizes());
     if (need_argmax) check_same_shape(aux_in, "aux (the pooling argmax)", out_sizes);
   }
 

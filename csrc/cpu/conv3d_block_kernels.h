@@ -281,7 +281,7 @@ struct ConvJob {
   Pool pool;
   bool relu;
   T* out;           // (n, cout, d_p, h_p, w_p), contiguous
-  uint8_t* mask;    // (n, cout, d_o, h_o, w_o) or null (avg pool)
+  uint8_t* mask;    // (n, cout, d_o, ceil(h_o * w_o / 8)) bits, or null (avg pool)
   uint8_t* argmax;  // (n, cout, d_p, h_p, w_p) or null (max pool)
 
   // Derived by prepare().
@@ -323,6 +323,37 @@ inline void positive_mask(const T* __restrict br, uint8_t* __restrict mr, int64_
   }
 }
 
+// bits[i / 8] bit i % 8 = (bytes[i] != 0) for i in [0, count); the last byte's
+// unused bits are zero.
+inline void pack_bits(const uint8_t* __restrict bytes, int64_t count, uint8_t* __restrict bits) {
+  int64_t i = 0;
+#if defined(S3FN_CONV3D_MULTI_ISA) && S3FN_VEC_BYTES == 64
+  for (; i + 64 <= count; i += 64) {
+    const __m512i v = _mm512_loadu_si512(bytes + i);
+    const uint64_t k = _mm512_test_epi8_mask(v, v);
+    std::memcpy(bits + i / 8, &k, sizeof(k));
+  }
+#endif
+  for (; i < count; i += 8) {
+    uint8_t b = 0;
+    for (int64_t j = 0; j < 8 && i + j < count; ++j) b |= uint8_t(bytes[i + j] != 0) << j;
+    bits[i / 8] = b;
+  }
+}
+
+// bytes[i] = bit i of bits (0 or 1) for i in [0, count).
+inline void unpack_bits(const uint8_t* __restrict bits, int64_t count, uint8_t* __restrict bytes) {
+  int64_t i = 0;
+#if defined(S3FN_CONV3D_MULTI_ISA) && S3FN_VEC_BYTES == 64
+  for (; i + 64 <= count; i += 64) {
+    uint64_t k;
+    std::memcpy(&k, bits + i / 8, sizeof(k));
+    _mm512_storeu_si512(bytes + i, _mm512_maskz_set1_epi8(k, 1));
+  }
+#endif
+  for (; i < count; ++i) bytes[i] = (bits[i / 8] >> (i % 8)) & 1;
+}
+
 // The epilogue of one output channel co at (pooled) depth dt: from its conv
 // slice(s) at b0 (rows `jb.pitch` apart, the second slice `slice_stride`
 // after the first) to the output, with pooling and aux. kRelu applies the
@@ -354,23 +385,26 @@ void store_epilogue(const ConvJob<T>& jb, const T* b0, int64_t slice_stride, int
       }
     }
     if (jb.mask) {
+      // Each conv plane's mask is made a byte per element in a buffer that stays
+      // in L1, then packed to bits (8x less memory to write and first-touch).
       // Locals and __restrict: a uint8_t store may alias anything, which
       // would otherwise reload the loop bounds from jb every element.
-      const int64_t rows = jb.rows, cols = jb.cols, w_o = jb.w_o, h_o = jb.h_o;
-      uint8_t* m = jb.mask + (n * jb.cout + co) * jb.d_o * conv_hw;
+      const int64_t rows = jb.rows, cols = jb.cols, w_o = jb.w_o;
+      const int64_t plane_bytes = (conv_hw + 7) / 8;
+      thread_local std::vector<uint8_t> plane;
+      plane.assign(conv_hw, 0);  // the dropped rows and columns stay 0
+      uint8_t* m = jb.mask + (n * jb.cout + co) * jb.d_o * plane_bytes;
       for (int64_t a = 0; a < 2; ++a) {
-        uint8_t* mp = m + (2 * dt + a) * conv_hw;
         const T* bs = b0 + a * slice_stride;
         for (int64_t h = 0; h < rows; ++h) {
-          uint8_t* __restrict mr = mp + h * w_o;
+          uint8_t* __restrict mr = plane.data() + h * w_o;
           const T* __restrict br = bs + h * pitch;
           positive_mask(br, mr, cols);
-          for (int64_t w = cols; w < w_o; ++w) mr[w] = 0;
         }
-        std::memset(mp + rows * w_o, 0, (h_o - rows) * w_o);
+        pack_bits(plane.data(), conv_hw, m + (2 * dt + a) * plane_bytes);
       }
       if (dt == jb.d_p - 1 && jb.d_o > 2 * jb.d_p)  // the dropped trailing slice
-        std::memset(m + 2 * jb.d_p * conv_hw, 0, conv_hw);
+        std::memset(m + 2 * jb.d_p * plane_bytes, 0, plane_bytes);
     }
   } else {  // max
     uint8_t* am = jb.argmax
@@ -651,7 +685,7 @@ inline typename VecOf<T>::type spread_pairs(const T* p, std::index_sequence<I...
 // One row of g_y, r[0, nw), for pool none / avg (see build_gy). Branch-free
 // selects: the masks are random bits.
 template <typename T>
-inline void gy_row(const BackwardArgs<T>& a, const T* go, const T* ot, const uint8_t* mk,
+inline void gy_row(const BackwardArgs<T>& a, const T* go, const T* ot, const uint8_t* mplane,
                    int64_t d, int64_t h, int64_t nw, T* __restrict r) {
   const Conv3dBlockShape& s = *a.s;
   const int64_t out_hw = s.h_p * s.w_p;
@@ -675,8 +709,8 @@ inline void gy_row(const BackwardArgs<T>& a, const T* go, const T* ot, const uin
     const auto spread = [gr](int64_t w) {
       return spread_pairs<T>(gr + w / 2, std::make_index_sequence<L>{}) * vsplat<V>(T(0.125));
     };
-    if (mk) {
-      const uint8_t* mr = mk + d * s.h_o * s.w_o + h * s.w_o;
+    if (mplane) {
+      const uint8_t* mr = mplane + h * s.w_o;
       select_row(nw, r, [&](int64_t w) { return keep_if(mr[w] != 0, gr[w / 2] * T(0.125)); },
                  [&](int64_t w) { return keep_where_set<T>(mr + w, spread(w)); });
     } else {
@@ -710,7 +744,6 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
   constexpr int L = VecOf<T>::L;
   const Conv3dBlockShape& s = *a.s;
   const int64_t out_plane = s.d_p * s.h_p * s.w_p;
-  const int64_t conv_plane = s.d_o * s.h_o * s.w_o;
   T* row = scratch;  // zero past nw, so whole vectors can be summed
   for (int64_t c = 0; c < nco; ++c) {
     const int64_t nc = n * s.c_out + co0 + c;
@@ -739,7 +772,17 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
       }
     } else {
       const bool avg = s.pool == Pool::Avg;
-      const uint8_t* mk = (avg && a.relu) ? a.aux + nc * conv_plane : nullptr;
+      // The ReLU mask of this channel (bits, one packed conv plane after another),
+      // unpacked a plane at a time into a byte buffer that stays in L1.
+      const int64_t hw = s.h_o * s.w_o, plane_bytes = (hw + 7) / 8;
+      const uint8_t* mk = (avg && a.relu) ? a.aux + nc * s.d_o * plane_bytes : nullptr;
+      thread_local std::vector<uint8_t> mask_plane;
+      const auto unpacked = [&](int64_t d) -> const uint8_t* {
+        if (!mk) return nullptr;
+        mask_plane.resize(hw);
+        unpack_bits(mk + d * plane_bytes, hw, mask_plane.data());
+        return mask_plane.data();
+      };
       // Avg pooling: g_y is zero at the dropped trailing slices / rows / columns.
       const int64_t nd = avg ? 2 * s.d_p : s.d_o;
       const int64_t nh = avg ? 2 * s.h_p : s.h_o;
@@ -748,8 +791,9 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
         std::fill(row, row + s.w_o + L, T(0));
         for (int64_t d = 0; d < nd; ++d) {
           V acc{};
+          const uint8_t* mplane = unpacked(d);
           for (int64_t h = 0; h < nh; ++h) {
-            gy_row(a, go, ot, mk, d, h, nw, row);
+            gy_row(a, go, ot, mplane, d, h, nw, row);
             vsum_into<T>(acc, row, ceil_div(nw, L));
           }
           sum += static_cast<double>(vhsum<T>(acc));
@@ -764,10 +808,11 @@ void build_gy(const BackwardArgs<T>& a, const GyLayout& g, int64_t n, int64_t co
             continue;
           }
           std::memset(pl, 0, g.gh * g.pitch * sizeof(T));
+          const uint8_t* mplane = unpacked(d);
           for (int64_t h = 0; h < nh; ++h) {
             T* r = pl + (g.gh + h) * g.pitch;
             std::memset(r, 0, g.gw * sizeof(T));
-            gy_row(a, go, ot, mk, d, h, nw, r + g.gw);
+            gy_row(a, go, ot, mplane, d, h, nw, r + g.gw);
             std::memset(r + g.gw + nw, 0, (g.pitch - g.gw - nw) * sizeof(T));
           }
           std::memset(pl + (g.gh + nh) * g.pitch, 0, (g.ps - (g.gh + nh) * g.pitch) * sizeof(T));

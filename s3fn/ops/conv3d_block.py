@@ -48,7 +48,12 @@ def _conv3d_block_fake(x, weight, bias, padding, relu, pool, save_aux):
     spatial = conv if pool == 0 else [s // 2 for s in conv]
     out = x.new_empty((n, weight.shape[0], *spatial))
     if save_aux and pool == 1 and relu:
-        aux = x.new_empty((n, weight.shape[0], *conv), dtype=torch.uint8)
+        # The ReLU mask: bit-packed per conv plane on the CPU, a byte per element on CUDA.
+        if x.device.type == "cpu":
+            mask_shape = (n, weight.shape[0], conv[0], (conv[1] * conv[2] + 7) // 8)
+        else:
+            mask_shape = (n, weight.shape[0], *conv)
+        aux = x.new_empty(mask_shape, dtype=torch.uint8)
     elif save_aux and pool == 2:
         aux = x.new_empty((n, weight.shape[0], *spatial), dtype=torch.uint8)
     else:
