@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 7 in two commands, for a session that is lent a GPU machine
+# (the `device` tool runs a command in the repository root there, with $OUT to bring
+# files back). Each stage fits the tool's 10-minute limit per command:
+#
+#   bash benchmarks/gpu_session.sh test    # build the CUDA extension in place, run the op tests
+#   bash benchmarks/gpu_session.sh bench   # float32 and bfloat16 CUDA benchmarks
+#
+# Arguments after `bench` go to both benchmark runs (e.g. `--only block` to split the
+# cases over two commands when max-autotune compiles run long).
+#
+# The machine's own python3 (with its CUDA torch) is used, no virtual environment: the ops,
+# models and benchmarks need none of the data packages. Logs and results JSON go to $OUT,
+# or to benchmarks/results/ where $OUT is unset; copy the JSON files into
+# benchmarks/results/ here and commit them.
+set -uo pipefail
+
+stage="${1:?usage: gpu_session.sh test|bench [benchmarks.run arguments]}"
+shift
+out="${OUT:-benchmarks/results}"
+py="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+mkdir -p "$out"
+
+case "$stage" in
+  test)
+    nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+    S3FN_FORCE_CUDA=1 MAX_JOBS="$(nproc)" "$py" setup.py build_ext --inplace >"$out/build.log" 2>&1 \
+      || { tail -40 "$out/build.log"; exit 1; }
+    "$py" -m s3fn info
+    "$py" -m pytest -q -p no:cacheprovider tests/test_ops_conv3d_block.py tests/test_ops_cosine.py \
+      tests/test_ops_errors.py tests/test_ops_compile.py 2>&1 | tee "$out/tests.log"
+    ;;
+  bench)
+    # The file name benchmarks.run would pick: cuda-<gpu name>-<cores>c.
+    name="$("$py" -c 'import torch; from benchmarks.run import machine_info, machine_name
+print(machine_name(machine_info(torch.device("cuda"))))')" || exit 1
+    "$py" -m benchmarks.run --device cuda "$@" --out "$out/$name.json" 2>&1 | tee "$out/bench-float32.log"
+    "$py" -m benchmarks.run --device cuda --dtype bfloat16 "$@" --out "$out/$name-bfloat16.json" 2>&1 \
+      | tee "$out/bench-bfloat16.log"
+    ;;
+  *)
+    echo "gpu_session.sh: unknown stage '$stage'; expected 'test' or 'bench'" >&2
+    exit 2
+    ;;
+esac
