@@ -158,7 +158,11 @@ def train_run(config: TrainConfig, out: Path, *, resume: bool, progress: Progres
     writer = group is None or group.is_writer
     progress = progress if writer else Progress(quiet=True)
     try:
-        return _train(config, out, resume, progress, group)
+        files = _train(config, out, resume, progress, group)
+        # Every rank past its last collective before the group goes: gloo torn down on one
+        # rank while another still used it aborted that process now and then.
+        dist.barrier()
+        return files
     finally:
         dist.shutdown()
 

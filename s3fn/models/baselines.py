@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from s3fn.models.inputs import as_model_input, check_counts
+from s3fn.models.layers import classifier_head
 
 
 class SpectralMeanMLP(nn.Module):
@@ -34,11 +35,8 @@ class SpectralMeanMLP(nn.Module):
         self.hidden_dim = int(hidden_dim)
         self.dropout = float(dropout)
         self.feature = nn.Sequential(nn.Linear(self.in_bands, self.feature_dim), nn.ReLU())
-        self.classifier = nn.Sequential(
-            nn.Dropout(self.dropout),
-            nn.Linear(self.feature_dim, self.hidden_dim),
-            nn.ReLU(),
-            nn.Linear(self.hidden_dim, self.n_classes),
+        self.classifier = classifier_head(
+            self.feature_dim, self.hidden_dim, self.n_classes, self.dropout
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from s3fn.models.inputs import as_model_input, as_window, check_counts
-from s3fn.models.layers import Conv3dBlock
+from s3fn.models.layers import Conv3dBlock, classifier_head
 
 # (pool after the block) for the three conv blocks of DESIGN.md section 1, step 3.
 _POOLS = ("avg", None, "avg")
@@ -69,11 +69,8 @@ class SpectralSpatialCNN(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         flat = self.channels[-1] * out_shape[0] * out_shape[1] * out_shape[2]
         self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim), nn.ReLU())
-        self.classifier = nn.Sequential(
-            nn.Dropout(self.dropout),
-            nn.Linear(self.feature_dim, self.hidden_dim),
-            nn.ReLU(),
-            nn.Linear(self.hidden_dim, self.n_classes),
+        self.classifier = classifier_head(
+            self.feature_dim, self.hidden_dim, self.n_classes, self.dropout
         )
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -60,3 +61,36 @@ class Conv3dBlock(nn.Conv3d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, relu={self.relu}, pool={self.pool!r}"
+
+
+class ShardedDropout(nn.Dropout):
+    """Dropout that, in data-parallel training, drops on each rank its rows of the mask one
+    process would draw for the whole global batch.
+
+    s3fn's data-parallel `fit` gives rank r rows r, r + N, ... of each global batch and keeps
+    the ranks' random states in step. A plain `nn.Dropout` would then draw the same local mask
+    on every rank; drawing the global mask and keeping this rank's rows drops exactly what one
+    process drops. Outside a process group (or with p = 0, or in eval mode) it is
+    `nn.Dropout`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x with elements zeroed with probability p and the rest scaled by 1 / (1 - p)."""
+        grouped = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not (self.training and self.p > 0 and grouped) or self.inplace:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0.0
+        world, rank = dist.get_world_size(), dist.get_rank()
+        keep = x.new_empty((x.shape[0] * world, *x.shape[1:])).bernoulli_(1 - self.p)
+        return x * keep[rank::world].div_(1 - self.p)
+
+
+def classifier_head(feature_dim: int, hidden_dim: int, n_classes: int, dropout: float) -> nn.Module:
+    """Dropout -> Dense(hidden)+ReLU -> Dense(K): the classifier on a backbone's feature."""
+    return nn.Sequential(
+        ShardedDropout(dropout),
+        nn.Linear(feature_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, n_classes),
+    )
