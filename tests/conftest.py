@@ -6,6 +6,10 @@ import pytest
 import torch
 
 CUDA = torch.cuda.is_available()
+# float32 results are checked against float64 at 1e-4: no TF32 in cuDNN's convolutions
+# (the wide conv3d_block layers run there) or in matrix products.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA GPU"))]
 
 # float64 only on CPU (gradcheck); reduced precision only on CUDA.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from s3fn.ops import conv3d_block, reference
-from tests.conftest import assert_close_to_reference, device_dtypes
+from tests.conftest import DEVICES, assert_close_to_reference, device_dtypes
 
 POOLS = [None, "avg", "max"]
 
@@ -174,11 +174,18 @@ def test_opcheck(pool):
     torch.library.opcheck(torch.ops.s3fn.conv3d_block, args)
 
 
+@pytest.mark.parametrize("forced", [None, "direct", "library"])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("c_in", [15, 16])
-def test_library_dispatch_threshold(c_in, pool, relu):
-    """float32 with 16+ input channels runs ATen's convolution + the fused epilogue; 15 does not."""
+def test_library_dispatch_threshold(c_in, pool, relu, device, forced, monkeypatch):
+    """16+ input channels run the library convolution (oneDNN, cuDNN) + the fused epilogue
+    (float32 on the CPU); 15 run the direct kernels; S3FN_CPU_CONV / S3FN_CUDA_CONV force one
+    path. Every path must match the reference."""
+    if forced is not None:
+        monkeypatch.setenv("S3FN_CPU_CONV", forced)
+        monkeypatch.setenv("S3FN_CUDA_CONV", forced)
     cfg = dict(
         n=2,
         c_in=c_in,
@@ -192,9 +199,9 @@ def test_library_dispatch_threshold(c_in, pool, relu):
     )
     x, w, b = make_inputs(cfg, seed=c_in)
     expected, grad_out, expected_grads = reference_and_grads(cfg, x, w, b)
-    leaves = [t.float().requires_grad_() for t in (x, w, b)]
+    leaves = [t.to(device, torch.float32).requires_grad_() for t in (x, w, b)]
     out = call(conv3d_block, cfg, *leaves)
     assert_close_to_reference(out, expected, torch.float32)
-    grads = torch.autograd.grad(out, leaves, grad_out.float())
+    grads = torch.autograd.grad(out, leaves, grad_out.to(device, torch.float32))
     for got, want in zip(grads, expected_grads, strict=True):
         assert_close_to_reference(got, want, torch.float32, scale=max(1.0, want.abs().max().item()))

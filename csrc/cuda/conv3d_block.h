@@ -51,4 +51,17 @@ cudaError_t conv3d_block_backward(DType dtype, const Conv3dBlockDims& s, const v
                                   void* grad_bias, void* workspace, size_t workspace_bytes,
                                   cudaStream_t stream);
 
+// The forward's epilogue on a conv output computed elsewhere (the glue runs cuDNN
+// for wide layers): y (N, C_out, d_o, h_o, w_o) of dtype, bias included. ReLU,
+// pooling, out and aux exactly as conv3d_block_forward writes them; pool != 0.
+cudaError_t conv3d_block_library_epilogue(DType dtype, const Conv3dBlockDims& s, const void* y,
+                                          void* out, uint8_t* aux, cudaStream_t stream);
+
+// The gradient at the conv output (before the ReLU) from grad_out, out and aux, as
+// conv3d_block_backward reads them, written in full to gy (N, C_out, d_o, h_o, w_o)
+// of dtype: the input of a library convolution backward.
+cudaError_t conv3d_block_grad_y(DType dtype, const Conv3dBlockDims& s, const void* grad_out,
+                                const void* out, const uint8_t* aux, void* gy,
+                                cudaStream_t stream);
+
 }  // namespace s3fn::cuda

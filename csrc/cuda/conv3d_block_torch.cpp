@@ -1,17 +1,24 @@
 // Torch glue of the CUDA conv3d_block kernels: argument checks (shared with the
 // CPU kernels through op_checks.h), contiguity, device guard, output
-// allocation, the launcher call on the current stream, and the registration
-// for the CUDA dispatch key.
+// allocation, the choice between the tiled direct kernels and cuDNN with the
+// fused epilogue (use_library), the launcher calls on the current stream, and
+// the registration for the CUDA dispatch key.
 #ifdef S3FN_WITH_CUDA
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/threshold_backward.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <array>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -39,6 +46,22 @@ cuda::Conv3dBlockDims to_dims(const Conv3dBlockShape& s, bool relu) {
   return d;
 }
 
+// Layers with 16+ input channels run their convolution in cuDNN, which uses the tensor
+// cores (TF32 for float32 where torch allows it, float16 / bfloat16), with the epilogue
+// and g_y here; the tiled direct kernel is for narrow layers such as the network's first
+// (one input channel), where cuDNN has little to work with and the fused epilogue saves
+// whole passes. S3FN_CUDA_CONV=direct|library forces one path.
+constexpr int64_t kLibraryMinChannels = 16;
+
+bool use_library(const Conv3dBlockShape& s) {
+  if (const char* env = std::getenv("S3FN_CUDA_CONV")) {
+    const std::string e(env);
+    if (e == "direct") return false;
+    if (e == "library") return true;
+  }
+  return s.c_in >= kLibraryMinChannels;
+}
+
 void check_same_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, "conv3d_block_backward: ", name, " must have shape ",
               expected, ", got ", t.sizes());
@@ -58,18 +81,35 @@ std::tuple<at::Tensor, at::Tensor> conv3d_block_cuda(const at::Tensor& x, const 
   at::Tensor bc;
   if (bias.has_value()) bc = bias->contiguous();
 
-  at::Tensor out = at::empty(s.out_sizes(), x.options());
   const auto aux_options = x.options().dtype(at::kByte);
   const bool mask_aux = save_aux && s.pool == Pool::Avg && relu;
   const bool argmax_aux = save_aux && s.pool == Pool::Max;
   at::Tensor aux = mask_aux     ? at::empty(s.conv_sizes(), aux_options)
                    : argmax_aux ? at::empty(s.out_sizes(), aux_options)
                                 : at::empty({0}, aux_options);
+  uint8_t* aux_ptr = (mask_aux || argmax_aux) ? aux.mutable_data_ptr<uint8_t>() : nullptr;
 
+  if (use_library(s)) {
+    at::Tensor y = at::convolution(xc, wc, bc.defined() ? std::optional<at::Tensor>(bc)
+                                                        : std::nullopt,
+                                   {1, 1, 1}, padding, {1, 1, 1}, false, {0, 0, 0}, 1)
+                       .contiguous();
+    if (s.pool == Pool::None) {
+      if (relu) y.relu_();
+      return {y, aux};
+    }
+    at::Tensor out = at::empty(s.out_sizes(), x.options());
+    const cudaError_t err = cuda::conv3d_block_library_epilogue(
+        dtype, to_dims(s, relu), y.const_data_ptr(), out.mutable_data_ptr(), aux_ptr,
+        c10::cuda::getCurrentCUDAStream().stream());
+    check_launch(err, "conv3d_block");
+    return {out, aux};
+  }
+
+  at::Tensor out = at::empty(s.out_sizes(), x.options());
   const cudaError_t err = cuda::conv3d_block_forward(
       dtype, to_dims(s, relu), xc.const_data_ptr(), wc.const_data_ptr(),
-      bc.defined() ? bc.const_data_ptr() : nullptr, out.mutable_data_ptr(),
-      (mask_aux || argmax_aux) ? aux.mutable_data_ptr<uint8_t>() : nullptr,
+      bc.defined() ? bc.const_data_ptr() : nullptr, out.mutable_data_ptr(), aux_ptr,
       c10::cuda::getCurrentCUDAStream().stream());
   check_launch(err, "conv3d_block");
   return {out, aux};
@@ -118,12 +158,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cuda(
   const at::Tensor ac = (need_mask || need_argmax) ? aux.contiguous() : at::Tensor();
 
   const auto empty = [&](const at::Tensor& like) { return at::empty({0}, like.options()); };
+  const cuda::Conv3dBlockDims dims = to_dims(s, relu);
+  if (any && use_library(s)) {
+    at::Tensor gy;
+    if (s.pool == Pool::None) {
+      gy = relu ? at::threshold_backward(go, oc, 0) : go;
+    } else {
+      gy = at::empty(s.conv_sizes(), x.options());
+      const cudaError_t err = cuda::conv3d_block_grad_y(
+          dtype, dims, go.const_data_ptr(), oc.defined() ? oc.const_data_ptr() : nullptr,
+          ac.defined() ? ac.const_data_ptr<uint8_t>() : nullptr, gy.mutable_data_ptr(),
+          c10::cuda::getCurrentCUDAStream().stream());
+      check_launch(err, "conv3d_block_backward");
+    }
+    const std::vector<int64_t> bias_sizes{s.c_out};
+    auto [gx, gw, gb] = at::convolution_backward(gy, xc, wc, bias_sizes, {1, 1, 1}, padding,
+                                                 {1, 1, 1}, false, {0, 0, 0}, 1, output_mask);
+    return {output_mask[0] ? gx : empty(x), output_mask[1] ? gw : empty(weight),
+            output_mask[2] ? gb : empty(weight)};
+  }
+
   at::Tensor grad_x = output_mask[0] ? at::empty(x.sizes(), x.options()) : empty(x);
   at::Tensor grad_w = output_mask[1] ? at::empty(weight.sizes(), weight.options()) : empty(weight);
   at::Tensor grad_b = output_mask[2] ? at::empty({s.c_out}, weight.options()) : empty(weight);
   if (!any) return {grad_x, grad_w, grad_b};
 
-  const cuda::Conv3dBlockDims dims = to_dims(s, relu);
   const size_t ws_bytes =
       cuda::conv3d_block_backward_workspace_bytes(dims, output_mask[1], output_mask[2]);
   at::Tensor ws;
