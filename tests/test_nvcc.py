@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cuda_tools import find_cuda_include, find_nvcc
+
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 CU_FILES = sorted((CSRC / "cuda").glob("*.cu"))
@@ -43,37 +45,6 @@ NVCC_FLAGS = [
 ]
 SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
-
-
-def find_nvcc() -> str | None:
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home and (Path(home) / "bin" / "nvcc").is_file():
-        return str(Path(home) / "bin" / "nvcc")
-    return None
-
-
-def find_cuda_include(nvcc: str | None) -> Path | None:
-    """The folder holding cuda_runtime.h (nvcc may be a wrapper script, so ask it too)."""
-    candidates = [
-        Path(os.environ[v]) / "include" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)
-    ]
-    if nvcc:
-        candidates.append(Path(nvcc).resolve().parent.parent / "include")
-        try:
-            dry = subprocess.run(
-                [nvcc, "--dryrun", "-x", "cu", "-E", os.devnull],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            candidates += [Path(p) for p in re.findall(r'INCLUDES="-I([^"]+)"', dry.stderr)]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    candidates.append(Path("/usr/local/cuda/include"))
-    return next((c for c in candidates if (c / "cuda_runtime.h").is_file()), None)
 
 
 class _Batch:
