@@ -11,9 +11,9 @@
 // the features it saves anyway, since K <= d in practice), so the backward
 // skips a product and a pass over the features; the backward has the N x K
 // logit gradient G, which the embedding gradient reduces over rows.
-// Work is split into slices of feature rows (of columns, for the embedding
-// gradient), one per thread, and each slice runs its product and its row
-// passes back to back while its rows are in cache.
+// Work is split into slices of feature rows, one per thread, and each slice
+// runs its products and row passes back to back while its rows are in cache;
+// the embedding gradient is summed from the slices' partials in slice order.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
