@@ -6,7 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 namespace s3fn {
 
@@ -108,6 +110,33 @@ inline void check_cosine_args(const at::Tensor& features, const at::Tensor& clas
   check_floating(scale, "scale");
   check_same_device(features, "features", class_embeddings, "class_embeddings");
   check_same_device(features, "features", scale, "scale");
+}
+
+// Layers with this many input channels or more take their convolution from the
+// vendor library (oneDNN on the CPU, cuDNN on CUDA), with the rest fused around it.
+constexpr int64_t kLibraryMinChannels = 16;
+
+// Whether conv3d_block runs this layer's convolution in the library: `env_var`
+// (direct|library) forces a path; otherwise wide layers the device's library
+// serves well (`library_ok`) do.
+inline bool use_library_conv(const Conv3dBlockShape& s, const char* env_var, bool library_ok) {
+  if (const char* env = std::getenv(env_var)) {
+    const std::string e(env);
+    if (e == "direct") return false;
+    if (e == "library") return true;
+  }
+  return library_ok && s.c_in >= kLibraryMinChannels;
+}
+
+// A tensor cosine_alignment_loss returned for its backward (lse, cosines,
+// feature_norms): on the features' device, of `dtype` and `sizes`.
+inline void check_saved_for_backward(const at::Tensor& t, const char* name,
+                                     at::IntArrayRef sizes, at::ScalarType dtype,
+                                     const at::Tensor& features) {
+  check_same_device(features, "features", t, name);
+  TORCH_CHECK_VALUE(t.scalar_type() == dtype && t.sizes() == sizes, name, " must be the ", dtype,
+                    " tensor of shape ", sizes, " that cosine_alignment_loss returns, got ",
+                    t.scalar_type(), " of shape ", t.sizes());
 }
 
 inline void check_alignment_target(const at::Tensor& target, const at::Tensor& features,

@@ -246,6 +246,16 @@ def test_cosine_logits_and_alignment_loss(cos_lib, nkd, dtype):
             torch.tensor(3.0, dtype=torch.float64, requires_grad=True),
         ]
 
+    def backward_buffers(loss: int):
+        """Poisoned grad_f, grad_e, grad_scale and the workspace of one backward launcher."""
+        ws_bytes = cos_lib.bwd_ws(*sizes, loss)
+        grads = (poisoned((n, d), dtype), poisoned((k, d), dtype), poisoned((), torch.float32))
+        return grads, torch.empty(max(ws_bytes, 1), dtype=torch.uint8), ws_bytes
+
+    def assert_grads(grads, leaves, what: str) -> None:
+        for name, got, leaf in zip(("grad_f", "grad_e", "grad_scale"), grads, leaves, strict=True):
+            assert_close(got, leaf.grad, dtype, f"{what} {name}")
+
     fl, el, sl = leaves()
     cos = F.normalize(fl, dim=1) @ F.normalize(el, dim=1).T
     logits = poisoned((n, k), dtype)
@@ -253,9 +263,7 @@ def test_cosine_logits_and_alignment_loss(cos_lib, nkd, dtype):
     assert_close(logits, 3.0 * cos.detach(), dtype, "logits")
     g = torch.randn(n, k, generator=gen, dtype=torch.float64).to(dtype)
     (sl * cos).backward(g.double())
-    ws_bytes = cos_lib.bwd_ws(*sizes, 0)
-    ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8)
-    gf, ge, gs = poisoned((n, d), dtype), poisoned((k, d), dtype), poisoned((), torch.float32)
+    (gf, ge, gs), ws, ws_bytes = backward_buffers(0)
     assert (
         cos_lib.logits_bwd(
             code,
@@ -272,10 +280,7 @@ def test_cosine_logits_and_alignment_loss(cos_lib, nkd, dtype):
         )
         == 0
     )
-    for name, got, leaf in zip(
-        ("grad_f", "grad_e", "grad_scale"), (gf, ge, gs), (fl, el, sl), strict=True
-    ):
-        assert_close(got, leaf.grad, dtype, f"logits {name}")
+    assert_grads((gf, ge, gs), (fl, el, sl), "logits")
 
     for reduction in range(3):
         fl, el, sl = leaves()
@@ -313,9 +318,7 @@ def test_cosine_logits_and_alignment_loss(cos_lib, nkd, dtype):
         assert_close(norms, fl.detach().norm(dim=1), torch.float32, "feature_norms")
         grad_loss = torch.randn(want.shape, generator=gen, dtype=torch.float64).to(dtype)
         want.backward(grad_loss.double())
-        ws_bytes = cos_lib.bwd_ws(*sizes, 1)
-        ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8)
-        gf, ge, gs = poisoned((n, d), dtype), poisoned((k, d), dtype), poisoned((), torch.float32)
+        (gf, ge, gs), ws, ws_bytes = backward_buffers(1)
         assert (
             cos_lib.loss_bwd(
                 code,
@@ -335,7 +338,4 @@ def test_cosine_logits_and_alignment_loss(cos_lib, nkd, dtype):
             )
             == 0
         )
-        for name, got, leaf in zip(
-            ("grad_f", "grad_e", "grad_scale"), (gf, ge, gs), (fl, el, sl), strict=True
-        ):
-            assert_close(got, leaf.grad, dtype, f"loss ({reduction}) {name}")
+        assert_grads((gf, ge, gs), (fl, el, sl), f"loss ({reduction})")

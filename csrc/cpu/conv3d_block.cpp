@@ -131,15 +131,9 @@ Isa cpu_isa() {
   return isa;
 }
 
-constexpr int64_t kLibraryMinChannels = 16;
-
+// oneDNN serves float32 only; float64 always runs the direct kernels.
 bool use_library(const Conv3dBlockShape& s, const at::Tensor& x) {
-  if (const char* env = std::getenv("S3FN_CPU_CONV")) {
-    const std::string e(env);
-    if (e == "direct") return false;
-    if (e == "library") return true;
-  }
-  return x.scalar_type() == at::kFloat && s.c_in >= kLibraryMinChannels;
+  return use_library_conv(s, "S3FN_CPU_CONV", x.scalar_type() == at::kFloat);
 }
 
 template <typename T>

@@ -340,14 +340,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss
   return {loss, lse, cosines, norms};
 }
 
-// The backward's saved tensors must be what the forward returned for these features.
-void check_saved(const at::Tensor& t, const char* name, at::IntArrayRef sizes,
-                 const at::Tensor& f) {
-  TORCH_CHECK_VALUE(t.sizes() == sizes && t.scalar_type() == f.scalar_type(), name, " must be ",
-                    f.scalar_type(), " of shape ", sizes, " (as cosine_alignment_loss returns it), got ",
-                    t.scalar_type(), " of shape ", t.sizes());
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cpu(
     const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& class_embeddings,
     const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse,
@@ -359,9 +351,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cp
   TORCH_CHECK_VALUE(red == Reduction::None ? grad_loss.sizes() == at::IntArrayRef({n_rows})
                                            : grad_loss.dim() == 0,
                     "grad_loss has shape ", grad_loss.sizes(), ", which does not match the loss");
-  check_saved(lse, "lse", {n_rows}, f);
-  check_saved(cosines, "cosines", {n_rows, k_count}, f);
-  check_saved(feature_norms, "feature_norms", {n_rows}, f);
+  check_saved_for_backward(lse, "lse", {n_rows}, f.scalar_type(), f);
+  check_saved_for_backward(cosines, "cosines", {n_rows, k_count}, f.scalar_type(), f);
+  check_saved_for_backward(feature_norms, "feature_norms", {n_rows}, f.scalar_type(), f);
   const auto g_loss = grad_loss.to(f.scalar_type()).contiguous();
   const auto lse_c = lse.contiguous();
   const auto cos_c = cosines.contiguous();

@@ -16,9 +16,7 @@
 #include <torch/library.h>
 
 #include <array>
-#include <cstdlib>
 #include <optional>
-#include <string>
 #include <tuple>
 #include <vector>
 
@@ -46,20 +44,13 @@ cuda::Conv3dBlockDims to_dims(const Conv3dBlockShape& s, bool relu) {
   return d;
 }
 
-// Layers with 16+ input channels run their convolution in cuDNN, which uses the tensor
+// Wide layers (kLibraryMinChannels+ input channels) run their convolution in cuDNN, which uses the tensor
 // cores (TF32 for float32 where torch allows it, float16 / bfloat16), with the epilogue
 // and g_y here; the tiled direct kernel is for narrow layers such as the network's first
 // (one input channel), where cuDNN has little to work with and the fused epilogue saves
 // whole passes. S3FN_CUDA_CONV=direct|library forces one path.
-constexpr int64_t kLibraryMinChannels = 16;
-
 bool use_library(const Conv3dBlockShape& s) {
-  if (const char* env = std::getenv("S3FN_CUDA_CONV")) {
-    const std::string e(env);
-    if (e == "direct") return false;
-    if (e == "library") return true;
-  }
-  return s.c_in >= kLibraryMinChannels;
+  return use_library_conv(s, "S3FN_CUDA_CONV", true);
 }
 
 void check_same_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {

@@ -128,15 +128,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss
   return {loss, lse, cosines, norms};
 }
 
-// A float32 tensor the forward returned for these n rows (and k classes).
-void check_saved(const at::Tensor& t, const char* name, at::IntArrayRef sizes,
-                 const at::Tensor& features) {
-  check_same_device(features, "features", t, name);
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat && t.sizes() == sizes, name,
-                    " must be the float32 tensor of shape ", sizes,
-                    " that cosine_alignment_loss returns, got ", t.scalar_type(), " ", t.sizes());
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cuda(
     const at::Tensor& grad_loss, const at::Tensor& features, const at::Tensor& class_embeddings,
     const at::Tensor& target, const at::Tensor& scale, const at::Tensor& lse,
@@ -150,12 +141,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cosine_alignment_loss_backward_cu
   } else {
     check_grad(grad_loss, features, "grad_loss", {});
   }
-  check_saved(lse, "lse", {in.n}, features);
+  check_saved_for_backward(lse, "lse", {in.n}, at::kFloat, features);
   // The cosines and norms are checked but not read: the backward's tile pass recomputes
   // them while it computes G and the per-row factors, which on a GPU costs one more read
   // of the features and saves a launch.
-  check_saved(cosines, "cosines", {in.n, in.k}, features);
-  check_saved(feature_norms, "feature_norms", {in.n}, features);
+  check_saved_for_backward(cosines, "cosines", {in.n, in.k}, at::kFloat, features);
+  check_saved_for_backward(feature_norms, "feature_norms", {in.n}, at::kFloat, features);
   const at::Tensor gl = grad_loss.contiguous();
   const at::Tensor t = target.contiguous();
   const at::Tensor l = lse.contiguous();
