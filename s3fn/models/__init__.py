@@ -6,13 +6,21 @@ through `s3fn.ops.reference` with `use_fused_ops=False`.
 """
 
 from s3fn.models.baselines import SpectralMeanMLP
-from s3fn.models.cnn import SpectralSpatialCNN, conv_output_shape, minimum_input_size
+from s3fn.models.cnn import (
+    NO_POOLS,
+    PAPER_POOLS,
+    SpectralSpatialCNN,
+    conv_output_shape,
+    minimum_input_size,
+)
 from s3fn.models.layers import Conv3dBlock
 from s3fn.models.registry import MODEL_TYPES, build_model
 from s3fn.models.semantic import S3FN, TEMPERATURES
 
 __all__ = [
     "MODEL_TYPES",
+    "NO_POOLS",
+    "PAPER_POOLS",
     "S3FN",
     "TEMPERATURES",
     "Conv3dBlock",

@@ -44,9 +44,13 @@ class SpectralMeanMLP(nn.Module):
         x = as_model_input(x, self.in_bands, None, type(self).__name__)
         return self.feature(x.mean(dim=(1, 3, 4)))
 
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes) from `features` output."""
+        return self.classifier(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, n_classes)."""
-        return self.classifier(self.features(x))
+        return self.classify_features(self.features(x))
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-ready) that rebuild this architecture."""

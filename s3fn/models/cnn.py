@@ -12,7 +12,8 @@ from s3fn.models.inputs import as_model_input, as_window, check_counts
 from s3fn.models.layers import Conv3dBlock, classifier_head
 
 # (pool after the block) for the three conv blocks of DESIGN.md section 1, step 3.
-_POOLS = ("avg", None, "avg")
+PAPER_POOLS = ("avg", None, "avg")
+NO_POOLS = (None, None, None)
 
 
 class SpectralSpatialCNN(nn.Module):
@@ -21,7 +22,11 @@ class SpectralSpatialCNN(nn.Module):
 
     Input N x 1 x C x h x w (or N x C x h x w) with C = `in_bands` (PCA components) and
     h x w = `window`. Valid padding by default as in the paper; `padding=1` keeps sizes through
-    each convolution, for inputs too small for the valid architecture.
+    each convolution, for inputs too small for the valid architecture. With `spectral_branch`,
+    the window's mean spectrum enters the feature layer too (Dense(C -> 128) added before its
+    ReLU), which gives small training sets the direct spectral evidence a linear model uses.
+    `pools` (the 2x2x2 pool after each block: "avg" or None) defaults to the paper's; without
+    pools the valid architecture takes windows down to 7 x 7, for small objects and scenes.
     """
 
     def __init__(
@@ -36,11 +41,18 @@ class SpectralSpatialCNN(nn.Module):
         feature_dim: int = 128,
         hidden_dim: int = 64,
         dropout: float = 0.5,
+        spectral_branch: bool = False,
+        pools: Sequence[str | None] = PAPER_POOLS,
         use_fused_ops: bool = True,
     ) -> None:
         super().__init__()
-        if len(channels) != len(_POOLS):
-            raise ValueError(f"channels={tuple(channels)}: expected {len(_POOLS)} channel counts")
+        if len(channels) != len(PAPER_POOLS) or len(pools) != len(PAPER_POOLS):
+            raise ValueError(
+                f"channels={tuple(channels)}, pools={tuple(pools)}: expected "
+                f"{len(PAPER_POOLS)} of each, one per conv block"
+            )
+        if any(pool not in ("avg", None) for pool in pools):
+            raise ValueError(f"pools={tuple(pools)}: expected 'avg' or None for each block")
         check_counts(in_bands, n_classes)
         self.in_bands = int(in_bands)
         self.n_classes = int(n_classes)
@@ -51,10 +63,14 @@ class SpectralSpatialCNN(nn.Module):
         self.feature_dim = int(feature_dim)
         self.hidden_dim = int(hidden_dim)
         self.dropout = float(dropout)
-        out_shape = conv_output_shape((self.in_bands, *self.window), self.kernel_size, self.padding)
+        self.spectral_branch = bool(spectral_branch)
+        self.pools = tuple(pools)
+        out_shape = conv_output_shape(
+            (self.in_bands, *self.window), self.kernel_size, self.padding, self.pools
+        )
         blocks = []
         previous = 1
-        for width, pool in zip(self.channels, _POOLS, strict=True):
+        for width, pool in zip(self.channels, self.pools, strict=True):
             blocks.append(
                 Conv3dBlock(
                     previous,
@@ -68,7 +84,8 @@ class SpectralSpatialCNN(nn.Module):
             previous = width
         self.blocks = nn.Sequential(*blocks)
         flat = self.channels[-1] * out_shape[0] * out_shape[1] * out_shape[2]
-        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim), nn.ReLU())
+        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim))
+        self.spectral = nn.Linear(self.in_bands, self.feature_dim) if spectral_branch else None
         self.classifier = classifier_head(
             self.feature_dim, self.hidden_dim, self.n_classes, self.dropout
         )
@@ -86,11 +103,18 @@ class SpectralSpatialCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The `feature_dim`-d feature after Dense(128)+ReLU: (N, feature_dim)."""
         x = as_model_input(x, self.in_bands, self.window, type(self).__name__)
-        return self.feature(self.blocks(x))
+        z = self.feature(self.blocks(x))
+        if self.spectral is not None:
+            z = z + self.spectral(x.mean(dim=(3, 4)).flatten(1))
+        return torch.relu(z)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes) from `features` output."""
+        return self.classifier(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, n_classes)."""
-        return self.classifier(self.features(x))
+        return self.classify_features(self.features(x))
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-ready) that rebuild this architecture."""
@@ -105,41 +129,50 @@ class SpectralSpatialCNN(nn.Module):
             "feature_dim": self.feature_dim,
             "hidden_dim": self.hidden_dim,
             "dropout": self.dropout,
+            "spectral_branch": self.spectral_branch,
+            "pools": list(self.pools),
         }
 
 
 def conv_output_shape(
-    shape: tuple[int, int, int], kernel_size: int, padding: int
+    shape: tuple[int, int, int],
+    kernel_size: int,
+    padding: int,
+    pools: Sequence[str | None] = PAPER_POOLS,
 ) -> tuple[int, int, int]:
     """(D, H, W) after the three conv blocks for an input of `shape` = (bands, height, width).
 
     Raises a ValueError naming the smallest accepted size if a block would empty a dimension.
     """
-    traces = [_block_sizes(s, kernel_size, padding) for s in shape]
-    for step in range(len(_POOLS)):
+    traces = [_block_sizes(s, kernel_size, padding, pools) for s in shape]
+    for step in range(len(pools)):
         sizes = tuple(trace[step] for trace in traces)
         if min(sizes) < 1:
             raise ValueError(
                 f"SpectralSpatialCNN: input of {shape[0]} bands and a {shape[1]}x{shape[2]} "
                 f"window is too small: conv block {step + 1} leaves {sizes}; with kernel "
                 f"{kernel_size} and padding {padding}, bands, height and width must each be "
-                f">= {minimum_input_size(kernel_size, padding)} (use a larger window, more PCA "
-                "components, or padding=1)"
+                f">= {minimum_input_size(kernel_size, padding, pools)} (use a larger window, "
+                "more PCA components, or padding=1)"
             )
     return traces[0][-1], traces[1][-1], traces[2][-1]
 
 
-def minimum_input_size(kernel_size: int, padding: int) -> int:
+def minimum_input_size(
+    kernel_size: int, padding: int, pools: Sequence[str | None] = PAPER_POOLS
+) -> int:
     """The smallest bands / height / width that the three conv blocks accept."""
     size = 1
-    while min(_block_sizes(size, kernel_size, padding)) < 1:
+    while min(_block_sizes(size, kernel_size, padding, pools)) < 1:
         size += 1
     return size
 
 
-def _block_sizes(size: int, kernel_size: int, padding: int) -> list[int]:
+def _block_sizes(
+    size: int, kernel_size: int, padding: int, pools: Sequence[str | None]
+) -> list[int]:
     sizes = []
-    for pool in _POOLS:
+    for pool in pools:
         size = size + 2 * padding - kernel_size + 1
         if pool is not None:
             size //= 2

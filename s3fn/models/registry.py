@@ -38,6 +38,8 @@ def build_model(
         if kind == "SpectralSpatialCNN":
             args["window"] = tuple(args["window"])
             args["channels"] = tuple(args["channels"])
+            if "pools" in args:
+                args["pools"] = tuple(args["pools"])
             return SpectralSpatialCNN(**args, use_fused_ops=use_fused_ops)
         if kind == "SpectralMeanMLP":
             return SpectralMeanMLP(**args)

@@ -93,11 +93,19 @@ class S3FN(nn.Module):
         """The projected feature head(backbone.features(x)): (N, d_text), float32."""
         return self.head(self.backbone.features(x)).float()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature (N, feature_dim), which the head projects."""
+        return self.backbone.features(x)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, K) from `features` output: the head, then the cosine logits."""
+        return ops_module(self.use_fused_ops).cosine_logits(
+            self.head(features).float(), self.class_embeddings, self.scale
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, K): scaled cosine similarities to the class embeddings."""
-        return ops_module(self.use_fused_ops).cosine_logits(
-            self.embed(x), self.class_embeddings, self.scale
-        )
+        return self.classify_features(self.features(x))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean softmax cross-entropy of the cosine logits (fused; no N x K logits kept)."""
