@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from s3fn.classifier import Classifier
 from s3fn.data import builtin, split_objects
 from s3fn.data.store import WindowStore
 from s3fn.evaluate import markdown_table, run_seeds
+from s3fn.inference import Classifier
 from s3fn.models import S3FN
 from s3fn.semantics import TextEncoder, bundled_descriptions
-from s3fn.train import FitOptions, fit
+from s3fn.train import FitOptions, fit, train_classifier
 
 RESULTS = Path(__file__).parent / "results" / "seeds_table.json"
 METHODS = {
@@ -59,7 +59,7 @@ def train_seed(seed: int, args: argparse.Namespace, data, embeddings, workdir: P
         "in_memory": True,
     }
     folder = workdir / f"seed{seed}"
-    s3fn = Classifier.fit(
+    s3fn = train_classifier(
         data,
         split,
         class_embeddings=embeddings,
@@ -78,7 +78,7 @@ def train_seed(seed: int, args: argparse.Namespace, data, embeddings, workdir: P
     val = WindowStore(folder / "windows" / "val.h5", in_memory=True)
     fit(learnable, train, val, stage="semantic", options=options, seed=seed, verbose=args.verbose)
     learnable_clf = Classifier(learnable, s3fn.preprocessor, data.class_names, **settings)
-    mean = Classifier.fit(data, split, model="spectral-mean", **common)
+    mean = train_classifier(data, split, model="spectral-mean", **common)
     classifiers = {"s3fn": s3fn, "s3fn-learnable": learnable_clf, "cnn": cnn, "spectral-mean": mean}
     out = {}
     for name, classifier in classifiers.items():

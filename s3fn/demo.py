@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from s3fn.classifier import Classifier
 from s3fn.cli.embeddings import encode
 from s3fn.cli.outputs import score
 from s3fn.cli.progress import CountingObjects, Progress
@@ -22,6 +21,7 @@ from s3fn.data import builtin, split_objects
 from s3fn.data.datasets import ObjectDataset
 from s3fn.evaluate import markdown_table, run_seeds
 from s3fn.evaluate.predict import Evaluation
+from s3fn.inference import Classifier
 from s3fn.report import write_report
 from s3fn.semantics import bundled_descriptions
 from s3fn.train import FitOptions, train_classifier

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from s3fn import __version__
-from s3fn.classifier import Classifier
 from s3fn.data import (
     Cube,
     ObjectDataset,
@@ -20,8 +19,9 @@ from s3fn.data import (
     split_objects,
     split_scene,
 )
+from s3fn.inference import Classifier
 from s3fn.models import SpectralMeanMLP
-from s3fn.train import FitOptions
+from s3fn.train import FitOptions, train_classifier
 
 CLASSES = ["dark", "mid", "bright"]
 BANDS = 6
@@ -57,7 +57,7 @@ def split(dataset):
 @pytest.fixture(scope="module")
 def s3fn_classifier(dataset, split) -> Classifier:
     embeddings = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2], [0.3, 0.3, 1.0]])
-    return Classifier.fit(
+    return train_classifier(
         dataset,
         split,
         class_embeddings=embeddings,
@@ -183,11 +183,11 @@ def test_cube_wavelengths_must_match_the_training_bands():
 
 
 def test_resume_returns_the_finished_run(dataset, split, tmp_path):
-    first = Classifier.fit(
+    first = train_classifier(
         dataset, split, model="cnn", windows_per_image=4, options=FAST, workdir=tmp_path, **ARCH
     )
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["cnn.pt"]
-    again = Classifier.fit(
+    again = train_classifier(
         dataset,
         split,
         model="cnn",
@@ -219,7 +219,7 @@ def test_load_refuses_tampered_or_missing_files(s3fn_classifier, tmp_path):
 
 def test_plain_cnn_and_spectral_mean_baselines(dataset, split, tmp_path):
     for model in ("cnn", "spectral-mean"):
-        classifier = Classifier.fit(
+        classifier = train_classifier(
             dataset, split, model=model, windows_per_image=4, options=FAST, **ARCH
         )
         loaded = Classifier.load(classifier.save(tmp_path / model))
@@ -235,11 +235,11 @@ def test_plain_cnn_and_spectral_mean_baselines(dataset, split, tmp_path):
 
 def test_fit_request_errors(dataset, split):
     with pytest.raises(ValueError, match="needs descriptions or class_embeddings"):
-        Classifier.fit(dataset, split)
+        train_classifier(dataset, split)
     with pytest.raises(ValueError, match="takes no descriptions"):
-        Classifier.fit(dataset, split, {"dark": ["x"]}, model="cnn")
+        train_classifier(dataset, split, {"dark": ["x"]}, model="cnn")
     with pytest.raises(ValueError, match="expected 3 rows"):
-        Classifier.fit(dataset, split, class_embeddings=torch.ones(2, 3), **ARCH)
+        train_classifier(dataset, split, class_embeddings=torch.ones(2, 3), **ARCH)
 
 
 def test_scene_classifier_maps_and_scores_pixels():
@@ -250,7 +250,7 @@ def test_scene_classifier_maps_and_scores_pixels():
     cube = (cube + 0.02 * rng.standard_normal(cube.shape)).astype(np.float32)
     scene = SceneDataset(Cube(cube), labels, ["left", "right"])
     split = split_scene(labels, scene.class_names, 8, train=0.5, val=0.25, block_size=8, seed=0)
-    classifier = Classifier.fit(
+    classifier = train_classifier(
         scene,
         split,
         model="cnn",
@@ -270,4 +270,14 @@ def test_scene_classifier_maps_and_scores_pixels():
         label_map[test[:, 0], test[:, 1]], result.probabilities.argmax(axis=1)
     )
     with pytest.raises(ValueError, match="window=6, but the scene split was made for"):
-        Classifier.fit(scene, split, model="cnn", window=6)
+        train_classifier(scene, split, model="cnn", window=6)
+
+
+def test_inference_imports_nothing_from_training():
+    """A system that only predicts loads the inference package without the training code."""
+    import subprocess
+    import sys
+
+    code = "import sys, s3fn.inference; print(sorted(m for m in sys.modules if 's3fn.train' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

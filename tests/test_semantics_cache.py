@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
+from s3fn.atomic import atomic_write_bytes
 from s3fn.semantics import EmbeddingCache, ReplyCache, default_cache_dir
-from s3fn.semantics.cache import atomic_write_bytes, content_key
+from s3fn.semantics.cache import content_key
 
 
 def test_default_folder_follows_s3fn_cache(monkeypatch, tmp_path):

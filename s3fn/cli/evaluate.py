@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s3fn.classifier import CONFIG_FILE as BUNDLE_CONFIG
-from s3fn.classifier import Classifier
 from s3fn.cli.common import print_outputs, set_threads
 from s3fn.cli.datasets import SPLIT_FILE, open_data, saved_test_part
 from s3fn.cli.outputs import score, summary_line, write_results
 from s3fn.cli.progress import Progress
 from s3fn.cli.train import BUNDLE_DIR
 from s3fn.evaluate import markdown_table, run_seeds
+from s3fn.inference import CONFIG_FILE as BUNDLE_CONFIG
+from s3fn.inference import Classifier
 
 
 def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

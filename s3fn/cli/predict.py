@@ -33,9 +33,9 @@ def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Predict every cube; print the labels and where the files went."""
-    from s3fn.classifier import Classifier
     from s3fn.cli.evaluate import locate
     from s3fn.data import read_cube
+    from s3fn.inference import Classifier
     from s3fn.report import label_map
 
     set_threads(args.threads)

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3fn.classifier import Classifier
 from s3fn.cli.common import print_outputs, set_threads
 from s3fn.cli.datasets import SPLIT_FILE, make_split, open_data, split_to_dict, window_for
 from s3fn.cli.embeddings import encode, load_embeddings, read_descriptions
@@ -32,6 +31,7 @@ from s3fn.cli.progress import CountingObjects, Progress
 from s3fn.config import CONFIG_FILE, TrainConfig, load_config_file, option_fields, resolve
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.errors import S3FNDataError
+from s3fn.inference import Classifier
 from s3fn.train import Augment, FitOptions, train_classifier
 from s3fn.train import distributed as dist
 

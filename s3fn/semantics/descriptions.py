@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from s3fn.semantics.cache import atomic_write_bytes
+from s3fn.atomic import atomic_write_bytes
 
 TOP_LEVEL_KEYS = ("classes", "meta")
 _JSON_SUFFIXES = (".json",)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from s3fn.semantics.cache import atomic_write_bytes
+from s3fn.atomic import atomic_write_bytes
 
 FORMAT = "s3fn.checkpoint"
 VERSION = 1

@@ -16,6 +16,7 @@ from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.pipeline import prepare_object_stores, prepare_scene_stores
 from s3fn.data.splits import ObjectSplit, SceneSplit
 from s3fn.data.store import WindowStore
+from s3fn.inference import Classifier
 from s3fn.models.baselines import SpectralMeanMLP
 from s3fn.models.cnn import SpectralSpatialCNN
 from s3fn.models.inputs import as_window
@@ -26,7 +27,6 @@ from s3fn.train.seeding import seed_everything
 from s3fn.train.stages import STAGES
 
 if TYPE_CHECKING:
-    from s3fn.classifier import Classifier
     from s3fn.semantics import Descriptions, TextEncoder
 
 MODELS = ("s3fn", "cnn", "spectral-mean")
@@ -76,8 +76,6 @@ def train_classifier(
     `<workdir>/windows/<part>.h5` and checkpoints to `<workdir>/checkpoints/<stage>.pt`
     (`workdir`: a temporary folder by default); `resume=True` continues a killed run there.
     """
-    from s3fn.classifier import Classifier
-
     plan = _check_request(model, descriptions, class_embeddings, stages)
     scene = isinstance(data, SceneDataset)
     size = _window(data, split, window)

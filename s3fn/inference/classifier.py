@@ -1,17 +1,14 @@
-"""`Classifier`: a trained model with its preprocessing and window settings, saved as one bundle.
+"""`Classifier`: a trained model with its preprocessing and window settings, ready for cubes.
 
-A bundle is a folder with `model.safetensors` (the weights) and `classifier.json` (the
-architecture, class names, class embeddings, the fitted z-score + PCA, the window settings and
-the weights' SHA-256). `Classifier.load` needs nothing else: no text encoder, no training data.
+It is the face of the inference package: object images (`objects`), chosen pixels and scene
+maps (`pixels`), and the bundle on disk (`bundle`). It imports nothing from `s3fn.train`;
+training builds one with `s3fn.train.train_classifier`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +19,16 @@ from torch import nn
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.pipeline import cut_object_windows
 from s3fn.data.preprocess import Preprocessor
-from s3fn.data.splits import ObjectSplit, SceneSplit
-from s3fn.data.windows import WindowCutter
 from s3fn.evaluate.metrics import Report
-from s3fn.evaluate.predict import Evaluation, predict_probabilities
+from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
+from s3fn.inference.bundle import load_bundle, save_bundle
+from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
+from s3fn.inference.pixels import classify_centres
 from s3fn.models.inputs import as_window
-from s3fn.models.registry import build_model
-from s3fn.semantics.cache import atomic_write_bytes
-from s3fn.semantics.descriptions import Descriptions
 
-FORMAT = "s3fn.classifier"
-VERSION = 1
-CONFIG_FILE = "classifier.json"
-WEIGHTS_FILE = "model.safetensors"
 KINDS = ("object", "scene")
-
-
-@dataclass(frozen=True, eq=False)
-class ImagePrediction:
-    """The class of one image: its name and index, the mean window probabilities (K,), the
-    window votes per class (K,), and the windows' top-left corners (n x 2)."""
-
-    label: str
-    index: int
-    probabilities: np.ndarray
-    votes: np.ndarray
-    origins: np.ndarray
 
 
 class Classifier:
@@ -113,20 +91,6 @@ class Classifier:
         if self.n_windows < 1 or self.batch_size < 1:
             raise ValueError("Classifier: n_windows and batch_size must be >= 1")
 
-    @classmethod
-    def fit(
-        cls,
-        data: ObjectDataset | SceneDataset,
-        split: ObjectSplit | SceneSplit,
-        descriptions: Descriptions | Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
-        **kwargs: Any,
-    ) -> Classifier:
-        """Train on `data` with `split` (and `descriptions` for S3FN); see
-        `s3fn.train.pipeline.train_classifier` for the options."""
-        from s3fn.train.pipeline import train_classifier
-
-        return train_classifier(data, split, descriptions, **kwargs)
-
     @property
     def device(self) -> torch.device:
         """Where the model runs."""
@@ -173,7 +137,7 @@ class Classifier:
         if mask is None:
             pixels = np.argwhere(np.ones((height, width), dtype=bool))
         else:
-            pixels = np.argwhere(self._mask(data, mask, "predict_map"))
+            pixels = np.argwhere(object_mask(data, mask, self.mask_threshold, "predict_map"))
         labels, probabilities = self._classify_centres(data, pixels, "predict_map")
         label_map = np.full((height, width), -1, dtype=np.int64)
         label_map[pixels[:, 0], pixels[:, 1]] = labels
@@ -199,12 +163,12 @@ class Classifier:
         for i in indices:
             sample = data[i]
             where = f"Classifier.evaluate: image {sample.image_id}"
-            window_probabilities, _ = self._window_probabilities(
+            window_probs, _ = self._window_probabilities(
                 self._check_cube(sample.cube, where), sample.mask, where
             )
-            probabilities.append(window_probabilities)
-            truth.append(np.full(len(window_probabilities), sample.label))
-            groups.append(np.full(len(window_probabilities), i))
+            probabilities.append(window_probs)
+            truth.append(np.full(len(window_probs), sample.label))
+            groups.append(np.full(len(window_probs), i))
         if not probabilities:
             raise ValueError("Classifier.evaluate: no images to evaluate")
         probs, labels, ids = map(np.concatenate, (probabilities, truth, groups))
@@ -216,34 +180,16 @@ class Classifier:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the bundle (`model.safetensors`, then `classifier.json`) into `folder`."""
-        from safetensors.torch import save
-
-        folder = Path(folder)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        weights = save(tensors, metadata={"format": FORMAT})
-        atomic_write_bytes(folder / WEIGHTS_FILE, weights)
-        embeddings = getattr(self.model, "class_embeddings", None)
-        from s3fn import __version__
-
-        config = {
-            "format": FORMAT,
-            "version": VERSION,
-            "s3fn_version": __version__,
+        settings = {
             "kind": self.kind,
-            "model": self.model.config(),
             "class_names": self.class_names,
-            "class_embeddings": None if embeddings is None else embeddings.cpu().tolist(),
-            "preprocessor": self.preprocessor.to_dict(),
             "window": list(self.window),
             "voting": self.voting,
             "n_windows": self.n_windows,
             "mask_threshold": self.mask_threshold,
             "seed": self.seed,
-            "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(weights).hexdigest()},
-            "info": self.info,
         }
-        atomic_write_bytes(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
-        return folder
+        return save_bundle(folder, self.model, self.preprocessor, settings, self.info)
 
     @classmethod
     def load(
@@ -254,44 +200,18 @@ class Classifier:
         use_fused_ops: bool = True,
     ) -> Classifier:
         """Read a bundle written by `save` onto `device`."""
-        from safetensors.torch import load
-
-        folder = Path(folder)
-        path = folder / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; expected an s3fn classifier bundle")
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise S3FNDataError(f"{path}: not valid JSON ({exc})") from exc
-        _check_fields(config, path)
-        weights_path = folder / config["weights"]["file"]
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"{weights_path}: weights file named by {path} not found")
-        weights = weights_path.read_bytes()
-        if hashlib.sha256(weights).hexdigest() != config["weights"]["sha256"]:
-            raise S3FNDataError(
-                f"{weights_path}: SHA-256 differs from the one in {path}; expected the weights "
-                "saved with this classifier.json"
-            )
-        embeddings = config["class_embeddings"]
-        model = build_model(
-            config["model"],
-            class_embeddings=None if embeddings is None else torch.tensor(embeddings),
-            use_fused_ops=use_fused_ops,
-        )
-        model.load_state_dict(load(weights))
+        model, preprocessor, settings = load_bundle(folder, use_fused_ops=use_fused_ops)
         return cls(
             model.to(device),
-            Preprocessor.from_dict(config["preprocessor"], source=f"{path}: preprocessor"),
-            config["class_names"],
-            window=tuple(config["window"]),
-            voting=config["voting"],
-            n_windows=config["n_windows"],
-            mask_threshold=config["mask_threshold"],
-            seed=config["seed"],
-            kind=config["kind"],
-            info=config.get("info"),
+            preprocessor,
+            settings["class_names"],
+            window=tuple(settings["window"]),
+            voting=settings["voting"],
+            n_windows=settings["n_windows"],
+            mask_threshold=settings["mask_threshold"],
+            seed=settings["seed"],
+            kind=settings["kind"],
+            info=settings["info"],
         )
 
     def _check_cube(self, cube: Cube | np.ndarray, where: str) -> np.ndarray:
@@ -314,75 +234,32 @@ class Classifier:
                 )
         return data
 
-    def _mask(self, data: np.ndarray, mask: np.ndarray | None, where: str) -> np.ndarray:
-        if mask is None:
-            return data.sum(axis=2) > self.mask_threshold
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != data.shape[:2]:
-            raise S3FNDataError(
-                f"{where}: mask is {mask.shape}; expected {data.shape[:2]} like the cube"
-            )
-        return mask
-
     def _window_probabilities(
         self, data: np.ndarray, mask: np.ndarray | None, where: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (n x K) of the `n_windows` seeded windows inside the mask, and origins."""
-        mask = self._mask(data, mask, where)
-        rng = np.random.default_rng(self.seed)
-        try:
-            windows, origins = cut_object_windows(
-                data, mask, self.preprocessor, self.n_windows, self.window, rng
-            )
-        except S3FNDataError as exc:
-            raise S3FNDataError(f"{where}: {exc}") from None
-        return self._probabilities(windows), origins
+        return window_probabilities(
+            self.model,
+            self.preprocessor,
+            data,
+            object_mask(data, mask, self.mask_threshold, where),
+            n_windows=self.n_windows,
+            window=self.window,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            device=self.device,
+            where=where,
+        )
 
     def _classify_centres(
         self, data: np.ndarray, pixels: np.ndarray, where: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        height, width = data.shape[:2]
-        h, w = self.window
-        if height <= h // 2 or width <= w // 2:
-            raise S3FNDataError(
-                f"{where}: a {height}x{width} cube is too small to reflect-pad for {h}x{w} "
-                f"windows; expected at least {h // 2 + 1}x{w // 2 + 1} pixels"
-            )
-        if ((pixels < 0) | (pixels >= (height, width))).any():
-            raise S3FNDataError(f"{where}: pixels must lie inside the {height}x{width} cube")
-        cutter = WindowCutter(self.preprocessor.transform_cube(data), self.window)
-        chunks = [
-            self._probabilities(cutter.at_centres(pixels[start : start + self.batch_size]))
-            for start in range(0, len(pixels), self.batch_size)
-        ]
-        k = len(self.class_names)
-        probabilities = np.concatenate(chunks) if chunks else np.zeros((0, k), np.float32)
-        return probabilities.argmax(axis=1), probabilities
-
-    def _probabilities(self, windows: np.ndarray) -> np.ndarray:
-        return predict_probabilities(
-            self.model, torch.from_numpy(windows), batch_size=self.batch_size, device=self.device
+        return classify_centres(
+            self.model,
+            self.preprocessor,
+            data,
+            pixels,
+            window=self.window,
+            batch_size=self.batch_size,
+            device=self.device,
+            where=where,
         )
-
-
-def _check_fields(config: Any, path: Path) -> None:
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise S3FNDataError(f"{path}: field 'format' is not {FORMAT!r}; not an s3fn classifier")
-    if config.get("version") != VERSION:
-        raise S3FNDataError(f"{path}: version {config.get('version')!r}; expected {VERSION}")
-    required = (
-        "kind",
-        "model",
-        "class_names",
-        "class_embeddings",
-        "preprocessor",
-        "window",
-        "voting",
-        "n_windows",
-        "mask_threshold",
-        "seed",
-        "weights",
-    )
-    missing = [f for f in required if f not in config]
-    if missing:
-        raise S3FNDataError(f"{path}: field {missing[0]!r} is missing")

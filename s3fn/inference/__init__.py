@@ -1,0 +1,10 @@
+"""Inference: the `Classifier` bundle, object voting, per-pixel and dense scene maps.
+
+Nothing here imports `s3fn.train`: a larger system that only predicts loads this package alone.
+"""
+
+from s3fn.inference.bundle import CONFIG_FILE, WEIGHTS_FILE
+from s3fn.inference.classifier import Classifier
+from s3fn.inference.objects import ImagePrediction
+
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "Classifier", "ImagePrediction"]

@@ -1,0 +1,53 @@
+"""Per-window classification of chosen pixels: the window centred on each, reflect-padded."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from s3fn.data.errors import S3FNDataError
+from s3fn.data.preprocess import Preprocessor
+from s3fn.data.windows import WindowCutter
+from s3fn.evaluate.predict import predict_probabilities
+
+
+def check_reflect_size(height: int, width: int, window: tuple[int, int], where: str) -> None:
+    """Refuse a cube too small to reflect-pad by half a window (numpy's reflect needs more)."""
+    h, w = window
+    if height <= h // 2 or width <= w // 2:
+        raise S3FNDataError(
+            f"{where}: a {height}x{width} cube is too small to reflect-pad for {h}x{w} "
+            f"windows; expected at least {h // 2 + 1}x{w // 2 + 1} pixels"
+        )
+
+
+def classify_centres(
+    model: nn.Module,
+    preprocessor: Preprocessor,
+    data: np.ndarray,
+    pixels: np.ndarray,
+    *,
+    window: tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2)."""
+    height, width = data.shape[:2]
+    check_reflect_size(height, width, window, where)
+    if ((pixels < 0) | (pixels >= (height, width))).any():
+        raise S3FNDataError(f"{where}: pixels must lie inside the {height}x{width} cube")
+    cutter = WindowCutter(preprocessor.transform_cube(data), window)
+    chunks = [
+        predict_probabilities(
+            model,
+            torch.from_numpy(cutter.at_centres(pixels[start : start + batch_size])),
+            batch_size=batch_size,
+            device=device,
+        )
+        for start in range(0, len(pixels), batch_size)
+    ]
+    k = getattr(model, "n_classes", 0)
+    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, k), np.float32)
+    return probabilities.argmax(axis=1), probabilities
