@@ -71,31 +71,59 @@ class TrainConfig:
         "label-token", "text pooling", str, choices=("label-token", "mean", "cls")
     )
     stage: str = _option("two-stage", "what to train", str, choices=STAGES)
-    window: int | None = _option(None, "window side in pixels (default 32 objects, 15 scenes)", int)
-    windows_per_image: int = _option(20, "random windows per object image", int)
-    n_components: int | None = _option(None, "PCA components (default: keep --variance)", int)
-    variance: float = _option(0.999, "PCA variance kept", (int, float))
+    preset: str = _option(
+        "default",
+        "training recipe: default (measured best) or paper (the paper's exact recipe)",
+        str,
+        choices=("default", "paper"),
+    )
+    split: str | None = _option(
+        None, "split.json of an earlier run on the same data, to reuse its split", str
+    )
+    window: int | None = _option(
+        None, "window side in pixels (default: fitted to the objects / the scene)", int
+    )
+    windows_per_image: int | None = _option(
+        None, "random windows per object image (default: the preset's)", int
+    )
+    n_components: int | None = _option(
+        None, "PCA components (default: --variance, within a range the preset sets)", int
+    )
+    variance: float | None = _option(
+        None, "PCA variance kept (default: the preset's)", (int, float)
+    )
     train: float = _option(
         0.6, "training part: a fraction, or images per class when >= 1", (int, float)
     )
     val: float = _option(0.2, "validation part: a fraction, or images per class", (int, float))
-    block_size: int | None = _option(None, "scene split block side (default 4x window)", int)
+    block_size: int | None = _option(
+        None, "scene split block side (default: the side that balances the parts best)", int
+    )
     seed: int = _option(0, "seed of the split, the windows and the training", int)
-    epochs: int = _option(100, "maximum epochs of the CNN stage", int)
-    semantic_epochs: int = _option(50, "maximum epochs of the semantic/joint stage", int)
-    patience: int | None = _option(15, "early-stopping patience in epochs", int)
-    batch_size: int = _option(64, "(global) batch size", int)
-    lr: float = _option(1e-3, "learning rate", (int, float))
-    weight_decay: float = _option(1e-4, "weight decay", (int, float))
+    epochs: int | None = _option(None, "maximum epochs of the CNN stage", int)
+    semantic_epochs: int | None = _option(None, "maximum epochs of the semantic/joint stage", int)
+    patience: int | None = _option(None, "early-stopping patience in epochs", int)
+    batch_size: int | None = _option(None, "(global) batch size", int)
+    lr: float | None = _option(None, "learning rate", (int, float))
+    weight_decay: float | None = _option(None, "weight decay", (int, float))
     optimizer: str = _option("adam", "optimizer", str, choices=("adam", "adamw"))
     augment_scale: list[float] | None = field(
-        default_factory=lambda: [0.9, 1.1],
+        default=None,
         metadata=_meta("random global scale range (lo hi); an empty list turns it off", list),
     )
-    flip: bool = _option(False, "random flips", bool)
-    rot90: bool = _option(False, "random 90-degree rotations", bool)
-    temperature: str = _option("fixed", "cosine-logit scale", str, choices=("fixed", "learnable"))
-    init_scale: float = _option(1.0, "(initial) scale of the cosine logits", (int, float))
+    flip: bool | None = _option(None, "random flips", bool)
+    rot90: bool | None = _option(None, "random 90-degree rotations", bool)
+    noise: float | None = _option(None, "Gaussian noise added to training windows", (int, float))
+    label_smoothing: float | None = _option(
+        None, "label smoothing of the CNN stage's cross-entropy", (int, float)
+    )
+    spectral_branch: bool | None = _option(
+        None, "feed the window's mean spectrum to the feature layer", bool
+    )
+    temperature: str | None = _option(
+        None, "cosine-logit scale", str, choices=("fixed", "learnable")
+    )
+    init_scale: float | None = _option(None, "(initial) scale of the cosine logits", (int, float))
     head_dim: int | None = _option(None, "semantic head width (default: text dimension)", int)
     channels: list[int] = field(
         default_factory=lambda: [32, 64, 128],
@@ -112,10 +140,16 @@ class TrainConfig:
         """The configuration as plain data (YAML/JSON-ready)."""
         return asdict(self)
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write `config.yaml` into `folder`; returns its path."""
+    def save(self, folder: str | os.PathLike, reasons: Mapping[str, str] | None = None) -> Path:
+        """Write `config.yaml` into `folder`, with `reasons` ({option: why}) for the values
+        chosen from the data as comments at the end; returns its path."""
         path = Path(folder) / CONFIG_FILE
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if reasons:
+            text += "# chosen from the data:\n" + "".join(
+                f"#   {key}: {why}\n" for key, why in reasons.items()
+            )
+        path.write_text(text)
         return path
 
 

@@ -26,7 +26,31 @@ def test_toml_and_yaml_give_the_same_options(tmp_path):
 
 def test_layers_defaults_then_file_then_flags():
     config = resolve({"epochs": 5, "seed": 2}, {"seed": 7})
-    assert (config.epochs, config.seed, config.batch_size) == (5, 7, 64)
+    assert (config.epochs, config.seed, config.batch_size) == (5, 7, None)
+
+
+def test_the_preset_fills_what_the_config_leaves_open_and_the_config_wins():
+    from s3fn.cli.train import fit_options
+    from s3fn.train.presets import PAPER_CONV_L2, PRESETS
+
+    paper, paper_head = fit_options(TrainConfig(preset="paper"))
+    assert (paper.batch_size, paper.epochs, paper.layer_weight_decay) == (4, 100, PAPER_CONV_L2)
+    assert paper.augment.scale == (0.9, 1.1) and not paper.augment.flip
+    assert (paper_head.epochs, paper_head.batch_size) == (50, 4)
+    given = TrainConfig(batch_size=16, epochs=3, augment_scale=[], flip=False, label_smoothing=0)
+    first, second = fit_options(given)
+    assert (first.batch_size, second.batch_size, first.epochs) == (16, 16, 3)
+    assert second.epochs == PRESETS["default"].semantic.epochs
+    assert first.augment.scale is None and not first.augment.flip
+    assert first.augment.rot90 == PRESETS["default"].cnn.augment.rot90
+    assert first.label_smoothing == 0
+
+
+def test_saved_config_keeps_the_reasons_as_comments(tmp_path):
+    config = TrainConfig(data="x", window=9)
+    path = config.save(tmp_path, {"window": "9 (the smallest object holds 11x11)"})
+    assert "#   window: 9 (the smallest object holds 11x11)" in path.read_text()
+    assert resolve(load_config_file(path)) == config
 
 
 def test_saved_config_reads_back_identically(tmp_path):

@@ -66,10 +66,22 @@ def test_sample_origins_repeats_only_when_too_few_positions():
     assert {tuple(o) for o in origins} == {(1, 1), (1, 2), (2, 1), (2, 2)}
 
 
-def test_no_window_fits():
-    mask = np.ones((5, 5), bool)
-    with pytest.raises(S3FNDataError, match=r"mask of 25 pixels .* no \(8, 8\) window fits"):
-        sample_origins(mask, 1, 8, np.random.default_rng(0))
+def test_image_smaller_than_the_window_or_empty_mask_is_refused():
+    with pytest.raises(S3FNDataError, match=r"5x5 image is smaller than a 8x8 window"):
+        sample_origins(np.ones((5, 5), bool), 1, 8, np.random.default_rng(0))
+    with pytest.raises(S3FNDataError, match=r"mask of the 9x9 image is empty"):
+        sample_origins(np.zeros((9, 9), bool), 1, 3, np.random.default_rng(0))
+
+
+def test_objects_smaller_than_the_window_take_the_best_covering_windows():
+    mask = np.zeros((12, 12), bool)
+    mask[4:8, 3:9] = True  # a 4 x 6 object: no 5 x 5 window fits inside it
+    origins = sample_origins(mask, 30, 5, np.random.default_rng(0))
+    covered = [int(mask[r : r + 5, c : c + 5].sum()) for r, c in origins]
+    assert min(covered) >= 13  # at least half of each window is on the object
+    assert {tuple(o) for o in origins} == {
+        (r, c) for r in range(8) for c in range(8) if mask[r : r + 5, c : c + 5].sum() >= 13
+    }
 
 
 def test_cut_at_origins_is_band_first_slicing():

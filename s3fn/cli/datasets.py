@@ -10,11 +10,17 @@ import numpy as np
 
 from s3fn.data import builtin
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.defaults import Choice, scene_split, scene_window
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.splits import ObjectSplit, SceneSplit, split_objects, split_scene
+from s3fn.data.splits import (
+    ObjectSplit,
+    SceneSplit,
+    check_no_leak,
+    split_objects,
+    split_scene,
+)
 
 BUILTIN = "builtin:"
-OBJECT_WINDOW, SCENE_WINDOW = 32, 15
 SPLIT_FILE = "split.json"
 
 
@@ -53,26 +59,28 @@ def as_count(value: float) -> float | int:
     return int(value) if value >= 1 and float(value).is_integer() else float(value)
 
 
-def window_for(data: ObjectDataset | SceneDataset, window: int | None) -> int:
-    """The window side: as given, else 32 for objects and 15 for scenes (the smallest the
-    3D-CNN takes without padding)."""
-    if window is not None:
-        return window
-    return SCENE_WINDOW if isinstance(data, SceneDataset) else OBJECT_WINDOW
-
-
 def make_split(
     data: ObjectDataset | SceneDataset,
     *,
     train: float,
     val: float,
     seed: int,
-    window: int,
+    window: int | None = None,
     block_size: int | None = None,
-) -> ObjectSplit | SceneSplit:
-    """A leak-free split: by image for objects, by spatial blocks for scenes."""
-    if isinstance(data, SceneDataset):
-        return split_scene(
+) -> tuple[ObjectSplit | SceneSplit, dict[str, Choice]]:
+    """A leak-free split (by image for objects, by spatial blocks for scenes) and what was
+    chosen from the data for it: a scene's window and block side when not given."""
+    if not isinstance(data, SceneDataset):
+        split = split_objects(
+            data.labels, data.class_names, train=as_count(train), val=as_count(val), seed=seed
+        )
+        return split, {}
+    choices = {}
+    if window is None:
+        choices["window"] = scene_window(data.labels.shape)
+        window = choices["window"].value
+    if block_size is not None:
+        split = split_scene(
             data.labels,
             data.class_names,
             window,
@@ -81,20 +89,85 @@ def make_split(
             block_size=block_size,
             seed=seed,
         )
-    return split_objects(
-        data.labels, data.class_names, train=as_count(train), val=as_count(val), seed=seed
+        return split, choices
+    split, choices["block_size"] = scene_split(
+        data.labels, data.class_names, window, train=float(train), val=float(val), seed=seed
     )
+    return split, choices
 
 
 def split_to_dict(
-    data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit
+    data: ObjectDataset | SceneDataset,
+    split: ObjectSplit | SceneSplit,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The split as JSON-ready data: image ids (objects) or pixel rows/columns (scenes)."""
+    """The split as JSON-ready data: image ids (objects) or pixel rows/columns (scenes), with
+    the `settings` (fractions, window, block side, seed) that remake it."""
     parts = ("train", "val", "test")
     if isinstance(split, SceneSplit):
-        return {"kind": "scene", **{p: split.part(p).tolist() for p in parts}}
+        return {
+            "kind": "scene",
+            **(settings or {}),
+            **{p: split.part(p).tolist() for p in parts},
+        }
     ids = data.image_ids
     return {"kind": "object", **{p: [ids[i] for i in split.part(p)] for p in parts}}
+
+
+def load_split(data: ObjectDataset | SceneDataset, path: str | Path) -> ObjectSplit | SceneSplit:
+    """The split saved in `path` (a run's split.json) for the same `data`: image ids matched
+    to the dataset, or a scene split remade from its settings and checked pixel for pixel."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split file not found")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise S3FNDataError(f"{path}: not valid JSON ({exc})") from exc
+    scene = isinstance(data, SceneDataset)
+    if saved.get("kind") != ("scene" if scene else "object"):
+        raise S3FNDataError(
+            f"{path}: a {saved.get('kind')!r} split; expected a {'scene' if scene else 'object'} "
+            "split for this data"
+        )
+    if not scene:
+        index = {image_id: i for i, image_id in enumerate(data.image_ids)}
+        parts = {}
+        for part in ("train", "val", "test"):
+            missing = [i for i in saved[part] if i not in index]
+            if missing:
+                raise S3FNDataError(f"{path}: {part} image {missing[0]!r} is not in the data")
+            parts[part] = np.array(sorted(index[i] for i in saved[part]), dtype=np.int64)
+        split = ObjectSplit(
+            **parts, labels=data.labels, class_names=data.class_names, seed=saved.get("seed", 0)
+        )
+        check_no_leak(split)
+        return split
+    needed = [
+        k
+        for k in ("window", "block_size", "seed", "train_fraction", "val_fraction")
+        if k not in saved
+    ]
+    if needed:
+        raise S3FNDataError(
+            f"{path}: field {needed[0]!r} is missing; expected a split.json of s3fn train"
+        )
+    split = split_scene(
+        data.labels,
+        data.class_names,
+        int(saved["window"]),
+        train=float(saved["train_fraction"]),
+        val=float(saved["val_fraction"]),
+        block_size=int(saved["block_size"]),
+        seed=int(saved["seed"]),
+    )
+    for part in ("train", "val", "test"):
+        if not np.array_equal(split.part(part), np.asarray(saved[part]).reshape(-1, 2)):
+            raise S3FNDataError(
+                f"{path}: its {part} pixels differ from the split remade for this scene; "
+                "expected the split.json of a run on the same scene and labels"
+            )
+    return split
 
 
 def saved_test_part(data: ObjectDataset | SceneDataset, split_file: Path) -> np.ndarray:

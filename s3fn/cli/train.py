@@ -24,16 +24,19 @@ import numpy as np
 import torch
 
 from s3fn.cli.common import print_outputs, set_threads
-from s3fn.cli.datasets import SPLIT_FILE, make_split, open_data, split_to_dict, window_for
+from s3fn.cli.datasets import SPLIT_FILE, load_split, make_split, open_data, split_to_dict
 from s3fn.cli.embeddings import encode, load_embeddings, read_descriptions
 from s3fn.cli.outputs import scene_maps, score, summary_line, write_results
 from s3fn.cli.progress import CountingObjects, Progress
 from s3fn.config import CONFIG_FILE, TrainConfig, load_config_file, option_fields, resolve
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.defaults import Choice
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.splits import SceneSplit
 from s3fn.inference import Classifier
 from s3fn.train import Augment, FitOptions, train_classifier
 from s3fn.train import distributed as dist
+from s3fn.train.presets import get_preset
 
 BUNDLE_DIR, LOG_FILE, WINDOWS_DIR = "bundle", "train.log", "windows"
 PLANS = {
@@ -115,22 +118,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fit_options(config: TrainConfig) -> tuple[FitOptions, FitOptions]:
-    """The options of the CNN stage and of the semantic / joint stage."""
-    scale = tuple(config.augment_scale) if config.augment_scale else None
-    if scale is not None and len(scale) != 2:
-        raise S3FNDataError(f"augment_scale = {config.augment_scale}; expected two numbers lo hi")
-    options = FitOptions(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        patience=config.patience,
-        augment=Augment(scale=scale, flip=config.flip, rot90=config.rot90),
-        num_workers=config.num_workers,
-        amp=config.amp,
-    )
-    return options, replace(options, epochs=config.semantic_epochs)
+    """The options of the CNN stage and of the semantic / joint stage: the preset's, with every
+    option the config gives applied to both."""
+    recipe = get_preset(config.preset)
+    given = {
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "patience": config.patience,
+    }
+    common = {k: v for k, v in given.items() if v is not None}
+    common.update(optimizer=config.optimizer, num_workers=config.num_workers, amp=config.amp)
+    first = replace(recipe.cnn, **common, augment=_augment(config, recipe.cnn.augment))
+    second = replace(recipe.semantic, **common, augment=_augment(config, recipe.semantic.augment))
+    if config.epochs is not None:
+        first = replace(first, epochs=config.epochs)
+    if config.semantic_epochs is not None:
+        second = replace(second, epochs=config.semantic_epochs)
+    if config.label_smoothing is not None:
+        first = replace(first, label_smoothing=config.label_smoothing)
+    return first, second
+
+
+def _augment(config: TrainConfig, base: Augment | None) -> Augment:
+    base = base or Augment(scale=None)
+    changes: dict = {}
+    if config.augment_scale is not None:
+        scale = tuple(config.augment_scale) or None
+        if scale is not None and len(scale) != 2:
+            raise S3FNDataError(
+                f"augment_scale = {config.augment_scale}; expected two numbers lo hi"
+            )
+        changes["scale"] = scale
+    for name in ("flip", "rot90", "noise"):
+        if getattr(config, name) is not None:
+            changes[name] = getattr(config, name)
+    return replace(base, **changes)
 
 
 def class_embeddings(
@@ -183,36 +206,48 @@ def _train(
         key=config.key,
         labels_key=config.labels_key,
     )
-    window = window_for(data, config.window)
     embeddings, encoder = class_embeddings(config, data.class_names, progress)
-    split = make_split(
-        data,
-        train=config.train,
-        val=config.val,
-        seed=config.seed,
-        window=window,
-        block_size=config.block_size,
-    )
+    if config.split:
+        split, choices = load_split(data, config.split), {}
+    else:
+        split, choices = make_split(
+            data,
+            train=config.train,
+            val=config.val,
+            seed=config.seed,
+            window=config.window,
+            block_size=config.block_size,
+        )
+    window = split.window[0] if isinstance(split, SceneSplit) else config.window
+    settings = {
+        "window": window,
+        "block_size": choices["block_size"].value if "block_size" in choices else config.block_size,
+        "seed": config.seed,
+        "train_fraction": config.train,
+        "val_fraction": config.val,
+    }
     options, semantic_options = fit_options(config)
     with ExitStack() as stack:
         if writer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "checkpoints").mkdir(exist_ok=True)
             config.save(out)
-            (out / SPLIT_FILE).write_text(json.dumps(split_to_dict(data, split)) + "\n")
+            split_json = json.dumps(split_to_dict(data, split, settings))
+            (out / SPLIT_FILE).write_text(split_json + "\n")
             stack.callback(_log_to(out / LOG_FILE))
         dist.barrier()
         workdir = out if writer else _rank_workdir(out, stack)
         model, stages = PLANS[config.stage]
         dataset = CountingObjects(data) if isinstance(data, ObjectDataset) else data
         if isinstance(dataset, CountingObjects):
-            reads = len(split.train) + len(dataset)
+            reads = 2 * len(split.train) + len(dataset)
             stack.enter_context(dataset.counting(progress.bar(reads, "cutting windows", "image")))
         stack.enter_context(progress.epochs())
         start = time.perf_counter()
         classifier = train_classifier(
             dataset,
             split,
+            preset=config.preset,
             model=model,
             class_embeddings=embeddings,
             window=window,
@@ -221,6 +256,7 @@ def _train(
             variance=config.variance,
             channels=config.channels,
             padding=config.padding,
+            spectral_branch=config.spectral_branch,
             head_dim=config.head_dim,
             temperature=config.temperature,
             init_scale=config.init_scale,
@@ -237,6 +273,7 @@ def _train(
         seconds = time.perf_counter() - start
     if not writer:
         return []
+    _record_choices(config, out, choices, classifier)
     return _finish(config, out, data, split.test, classifier, encoder, seconds, progress)
 
 
@@ -273,6 +310,24 @@ def _finish(
     written = [out / CONFIG_FILE, out / LOG_FILE, out / "checkpoints", bundle, *files]
     print_outputs(f"run folder {out}:", written)
     return written
+
+
+def _record_choices(
+    config: TrainConfig, out: Path, choices: dict[str, Choice], classifier: Classifier
+) -> None:
+    """Print what was chosen from the data and why, and write it into config.yaml: the values
+    as options (so --resume and --config repeat them), the reasons as comments."""
+    reasons = {key: (c.value, c.reason) for key, c in choices.items()}
+    for key, made in classifier.info.get("choices", {}).items():
+        reasons.setdefault(key, (made["value"], made["reason"]))
+    for key, (value, why) in reasons.items():
+        print(f"chose {key} = {value}: {why}")
+    values = {
+        k: v for k, (v, _) in reasons.items() if k in ("window", "block_size", "n_components")
+    }
+    if not config.split:
+        config = replace(config, **values)
+    config.save(out, {key: f"{value} ({why})" for key, (value, why) in reasons.items()})
 
 
 def _log_to(path: Path) -> Callable[[], None]:

@@ -95,6 +95,7 @@ def fit_object_preprocessor(
     *,
     n_components: int | None = None,
     variance: float = 0.999,
+    components_range: tuple[int, int] | None = None,
 ) -> Preprocessor:
     """Fit z-score + PCA on the object pixels (inside the masks) of the listed (training) images."""
     images = [int(i) for i in images]
@@ -109,7 +110,11 @@ def fit_object_preprocessor(
             yield sample.cube.data[sample.mask]
 
     return Preprocessor.fit(
-        pixels(), n_components=n_components, variance=variance, wavelengths=first.cube.wavelengths
+        pixels(),
+        n_components=n_components,
+        variance=variance,
+        components_range=components_range,
+        wavelengths=first.cube.wavelengths,
     )
 
 
@@ -119,12 +124,14 @@ def fit_scene_preprocessor(
     *,
     n_components: int | None = None,
     variance: float = 0.999,
+    components_range: tuple[int, int] | None = None,
 ) -> Preprocessor:
     """Fit z-score + PCA on every pixel of the scene's training blocks."""
     return Preprocessor.fit(
         scene.cube.data[split.region("train")],
         n_components=n_components,
         variance=variance,
+        components_range=components_range,
         wavelengths=scene.cube.wavelengths,
     )
 
@@ -175,6 +182,7 @@ def prepare_object_stores(
     size: int | tuple[int, int] = 32,
     n_components: int | None = None,
     variance: float = 0.999,
+    components_range: tuple[int, int] | None = None,
     seed: int = 0,
     compression: str | None = "lzf",
 ) -> dict[str, WindowStore]:
@@ -184,7 +192,11 @@ def prepare_object_stores(
     """
     check_no_leak(split)
     fitted = fit_object_preprocessor(
-        dataset, split.train, n_components=n_components, variance=variance
+        dataset,
+        split.train,
+        n_components=n_components,
+        variance=variance,
+        components_range=components_range,
     )
     stores = {}
     for part in PARTS:
@@ -213,6 +225,7 @@ def prepare_scene_stores(
     *,
     n_components: int | None = None,
     variance: float = 0.999,
+    components_range: tuple[int, int] | None = None,
     compression: str | None = "lzf",
 ) -> dict[str, WindowStore]:
     """Fit preprocessing on the training blocks, then write `<part>.h5` for each non-empty part.
@@ -220,7 +233,13 @@ def prepare_scene_stores(
     Windows have the split's size and are centred on every pixel of each part.
     """
     check_no_leak(split)
-    fitted = fit_scene_preprocessor(scene, split, n_components=n_components, variance=variance)
+    fitted = fit_scene_preprocessor(
+        scene,
+        split,
+        n_components=n_components,
+        variance=variance,
+        components_range=components_range,
+    )
     stores = {}
     for part in PARTS:
         pixels = split.part(part)

@@ -58,13 +58,16 @@ class Preprocessor:
         *,
         n_components: int | None = None,
         variance: float = 0.999,
+        components_range: tuple[int, int] | None = None,
         wavelengths: np.ndarray | None = None,
         chunk_rows: int = 16384,
     ) -> Preprocessor:
         """Fit on training pixels: an (..., B) array or an iterable of such arrays (streamed).
 
         Keeps `n_components` components when given, else the fewest whose explained variance
-        reaches the fraction `variance` of the total. Bands that are constant get scale 1.
+        reaches the fraction `variance` of the total, clipped to `components_range` (fewest,
+        most) when given: noisy bands would otherwise each keep a component of their own.
+        Bands that are constant get scale 1.
         """
         if n_components is None and not 0.0 < variance <= 1.0:
             raise S3FNDataError(f"variance={variance!r}: expected a fraction in (0, 1]")
@@ -87,6 +90,8 @@ class Preprocessor:
         eigenvectors = eigenvectors[:, order].T
         total = float(eigenvalues.sum())
         k = _n_kept(eigenvalues, total, n_components, variance)
+        if n_components is None and components_range is not None:
+            k = int(np.clip(k, *components_range))
         components = eigenvectors[:k]
         signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
         return cls(mean, scale, components * signs[:, None], eigenvalues[:k], total, wavelengths)

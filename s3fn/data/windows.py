@@ -51,20 +51,36 @@ def valid_origins(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.argwhere(window_sums(mask, (h, w), centred=False) == h * w)
 
 
+def covered_origins(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """(K, 2) top-left corners of the windows inside the image that best cover `mask`: those at
+    least half on the mask, or the best covered where none is. For objects smaller than the
+    window, whose windows must then take in some background."""
+    h, w = as_size(size)
+    height, width = mask.shape
+    if height < h or width < w:
+        raise S3FNDataError(
+            f"a {height}x{width} image is smaller than a {h}x{w} window; expected an image at "
+            "least the window's size"
+        )
+    coverage = window_sums(mask, (h, w), centred=False)[: height - h + 1, : width - w + 1]
+    best = int(coverage.max(initial=0))
+    if best == 0:
+        raise S3FNDataError(f"the mask of the {height}x{width} image is empty; expected an object")
+    return np.argwhere(coverage >= min(best, -(-h * w // 2)))
+
+
 def sample_origins(
     mask: np.ndarray, n: int, size: int | tuple[int, int], rng: np.random.Generator
 ) -> np.ndarray:
     """`n` random top-left corners of windows fully inside `mask`, as an (n, 2) int64 array.
 
     Distinct positions are drawn while there are enough of them; a mask with fewer than `n` valid
-    positions gives each of them once and repeats random ones to make up `n`.
+    positions gives each of them once and repeats random ones to make up `n`. An object too
+    small for any window takes the windows that best cover it (`covered_origins`).
     """
     origins = valid_origins(mask, size)
     if len(origins) == 0:
-        raise S3FNDataError(
-            f"mask of {int(np.count_nonzero(mask))} pixels in a {mask.shape} image: no "
-            f"{as_size(size)} window fits inside it; expected a larger object or smaller windows"
-        )
+        origins = covered_origins(mask, size)
     if n <= len(origins):
         picked = rng.choice(len(origins), size=n, replace=False)
     else:

@@ -103,7 +103,10 @@ def _check_fields(config: Any, path: Path) -> None:
         raise S3FNDataError(f"{path}: field 'format' is not {FORMAT!r}; not an s3fn classifier")
     if config.get("version") != VERSION:
         raise S3FNDataError(f"{path}: version {config.get('version')!r}; expected {VERSION}")
-    missing = [f for f in (*SETTINGS, "model", "class_embeddings", "preprocessor", "weights")
-               if f not in config]
+    missing = [
+        f
+        for f in (*SETTINGS, "model", "class_embeddings", "preprocessor", "weights")
+        if f not in config
+    ]
     if missing:
         raise S3FNDataError(f"{path}: field {missing[0]!r} is missing")

@@ -13,18 +13,23 @@ class Augment:
 
     `scale=(lo, hi)` multiplies each window by a factor drawn uniformly in [lo, hi] (the paper:
     0.9..1.1; None turns it off); `flip` mirrors each window left-right and/or up-down with
-    probability 1/2 each; `rot90` rotates each (square) window by a random multiple of 90 degrees.
+    probability 1/2 each; `rot90` rotates each (square) window by a random multiple of 90 degrees;
+    `noise` adds Gaussian noise of that standard deviation (in the standardised PCA units the
+    windows arrive in), which keeps small training sets from fitting each pixel's exact values.
     """
 
     scale: tuple[float, float] | None = (0.9, 1.1)
     flip: bool = False
     rot90: bool = False
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scale is not None:
             lo, hi = self.scale
             if not 0 < lo <= hi:
                 raise ValueError(f"Augment: scale={self.scale!r}; expected 0 < lo <= hi")
+        if not self.noise >= 0:
+            raise ValueError(f"Augment: noise={self.noise!r}; expected >= 0")
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The augmented batch; all draws come from `generator` (on the batch's device)."""
@@ -48,4 +53,8 @@ class Augment:
                 )
             x = torch.where(coin(), x.rot90(1, (-2, -1)), x)
             x = torch.where(coin(), x.rot90(2, (-2, -1)), x)
+        if self.noise > 0:
+            x = x + self.noise * torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
         return x

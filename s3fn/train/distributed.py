@@ -67,7 +67,7 @@ class Distributed:
         backbone = getattr(plan.module, "backbone", None)
         unused = backbone is not None and any(p.requires_grad for p in backbone.parameters())
         ddp = DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=unused)
-        return StagePlan(plan.module, plan.params, ddp)
+        return StagePlan(plan.module, plan.named_params, ddp)
 
     def shard_augment(
         self, augment: Callable[..., torch.Tensor] | None

@@ -83,7 +83,7 @@ def fit(
     opts = replace(options or FitOptions(), **changes)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    plan = plan_stage(model, stage)
+    plan = plan_stage(model, stage, label_smoothing=opts.label_smoothing)
     ddp = distributed.current()
     writer = ddp is None or ddp.is_writer
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{stage}.pt"
@@ -92,7 +92,7 @@ def fit(
     monitored = opts.monitor == "train_loss" or val_data is not None
     with deterministic_algorithms(opts.deterministic):
         seed_everything(seed)
-        optimizer = opts.make_optimizer(plan.params)
+        optimizer = opts.make_optimizer(plan.named_params)
         scheduler = opts.scheduler(optimizer) if opts.scheduler is not None else None
         precision = Precision(device, opts.amp)
         stopper = EarlyStopping(

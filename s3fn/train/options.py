@@ -28,7 +28,10 @@ class FitOptions:
     stop) and, with `restore_best`, ends on the best epoch's weights. Validation-based
     monitoring needs validation data; without it every epoch runs and the last weights stay.
     `amp` uses mixed precision on CUDA only (bfloat16 where supported, else float16 with loss
-    scaling); `deterministic` asks torch for deterministic kernels.
+    scaling); `deterministic` asks torch for deterministic kernels. `layer_weight_decay` gives
+    parameters whose name starts with a prefix their own decay ((prefix, decay) pairs; the
+    paper's per-convolution Keras L2), `label_smoothing` softens the cross-entropy targets of
+    the "cnn" stage.
     """
 
     epochs: int = 100
@@ -46,6 +49,8 @@ class FitOptions:
     eval_batch_size: int = 256
     amp: bool = True
     deterministic: bool = True
+    layer_weight_decay: tuple[tuple[str, float], ...] = ()
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,17 +66,37 @@ class FitOptions:
             problems.append(f"monitor={self.monitor!r} (expected one of {', '.join(MONITORS)})")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience={self.patience} (expected >= 1 or None)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing={self.label_smoothing} (expected 0 <= x < 1)")
+        if any(decay < 0 for _, decay in self.layer_weight_decay):
+            problems.append(f"layer_weight_decay={self.layer_weight_decay} (expected >= 0)")
         if self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers} (expected >= 0)")
         if problems:
             raise ValueError("FitOptions: " + "; ".join(problems))
 
-    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The optimizer over `params`."""
+    def make_optimizer(
+        self, named_params: Iterable[tuple[str, torch.nn.Parameter]]
+    ) -> torch.optim.Optimizer:
+        """The optimizer over the (name, parameter) pairs, one group per weight decay."""
+        named_params = list(named_params)
         if callable(self.optimizer):
-            return self.optimizer(params)
+            return self.optimizer([p for _, p in named_params])
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, param in named_params:
+            groups.setdefault(self.decay_of(name), []).append(param)
         kind = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        return kind(params, lr=self.lr, weight_decay=self.weight_decay)
+        return kind(
+            [{"params": params, "weight_decay": decay} for decay, params in groups.items()],
+            lr=self.lr,
+        )
+
+    def decay_of(self, name: str) -> float:
+        """The weight decay of the parameter called `name`."""
+        for prefix, decay in self.layer_weight_decay:
+            if name.startswith(prefix):
+                return decay
+        return self.weight_decay
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
@@ -82,4 +107,6 @@ class FitOptions:
             "weight_decay": self.weight_decay,
             "monitor": self.monitor,
             "augment": repr(self.augment),
+            "layer_weight_decay": [list(pair) for pair in self.layer_weight_decay],
+            "label_smoothing": self.label_smoothing,
         }

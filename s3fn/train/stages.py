@@ -16,17 +16,23 @@ STAGES = ("cnn", "semantic", "joint")
 
 @dataclass(frozen=True)
 class StagePlan:
-    """`module` gives the logits, `params` are trained, `loss(x, y)` is minimised."""
+    """`module` gives the logits, `named_params` are trained, `loss(x, y)` is minimised."""
 
     module: nn.Module
-    params: list[nn.Parameter]
+    named_params: list[tuple[str, nn.Parameter]]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """The trained parameters."""
+        return [param for _, param in self.named_params]
 
-def plan_stage(model: nn.Module, stage: str) -> StagePlan:
+
+def plan_stage(model: nn.Module, stage: str, *, label_smoothing: float = 0.0) -> StagePlan:
     """Prepare `model` for `stage` (freezing or unfreezing the S3FN backbone) and say what to train.
 
-    - "cnn" (stage 1): the classifier (the backbone of an S3FN) with cross-entropy.
+    - "cnn" (stage 1): the classifier (the backbone of an S3FN) with cross-entropy (targets
+      softened by `label_smoothing`).
     - "semantic" (stage 2): an S3FN's head only, the backbone frozen and in eval mode, with the
       cosine alignment loss.
     - "joint": an S3FN end to end with the cosine alignment loss.
@@ -38,7 +44,11 @@ def plan_stage(model: nn.Module, stage: str) -> StagePlan:
             model.freeze_backbone(False)
             model = model.backbone
         module = model
-        return StagePlan(module, _trainable(module), lambda x, y: F.cross_entropy(module(x), y))
+        return StagePlan(
+            module,
+            _trainable(module),
+            lambda x, y: F.cross_entropy(module(x), y, label_smoothing=label_smoothing),
+        )
     if not isinstance(model, S3FN):
         raise TypeError(
             f"stage {stage!r} trains an S3FN model; got {type(model).__name__} "
@@ -48,8 +58,8 @@ def plan_stage(model: nn.Module, stage: str) -> StagePlan:
     return StagePlan(model, _trainable(model), model.loss)
 
 
-def _trainable(module: nn.Module) -> list[nn.Parameter]:
-    params = [p for p in module.parameters() if p.requires_grad]
+def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(module).__name__}: no trainable parameters")
     return params

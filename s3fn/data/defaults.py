@@ -1,0 +1,151 @@
+"""Defaults that follow from the data: window size, pooling, scene blocks, PCA components.
+
+Each choice comes with the reason it was made, so a command can print it and record it in the
+run's config. They apply only where the user gave no value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from s3fn.data.errors import S3FNDataError
+from s3fn.data.splits import SceneSplit, split_scene
+
+PAPER_WINDOW = 32  # the paper's object windows
+SCENE_WINDOW = 15  # the smallest window the paper's pooled 3D-CNN takes
+MIN_WINDOW = 7  # the smallest window the pool-free 3D-CNN takes
+POOLED_MIN = 15  # windows (and components) from which the paper's two pools fit
+MAX_COMPONENTS = 30  # "a few tens of components", as the paper's PCA kept
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value chosen from the data and the reason, in words, for the log and config.yaml."""
+
+    value: Any
+    reason: str
+
+
+def largest_square(mask: np.ndarray) -> int:
+    """Side of the largest all-true axis-aligned square inside a 2-D boolean `mask`."""
+    mask = np.asarray(mask, dtype=bool)
+    best = 0
+    previous = np.zeros(mask.shape[1] + 1, dtype=np.int32)
+    for row in mask:
+        current = np.zeros_like(previous)
+        for col in np.flatnonzero(row):
+            current[col + 1] = 1 + min(previous[col], previous[col + 1], current[col])
+        best = max(best, int(current.max(initial=0)))
+        previous = current
+    return best
+
+
+def object_window(squares: Sequence[int]) -> Choice:
+    """The window for objects whose largest inscribed squares are `squares` (one per training
+    image): the paper's 32 where every object holds it, else a size that leaves each object a
+    few distinct positions, never below the 7 x 7 the pool-free network takes."""
+    if not len(squares):
+        raise S3FNDataError("no training images to choose a window from")
+    smallest = int(min(squares))
+    if smallest >= PAPER_WINDOW + 2:
+        return Choice(PAPER_WINDOW, "every training object holds a 32x32 window (the paper's)")
+    side = max(MIN_WINDOW, min(PAPER_WINDOW, smallest - 2))
+    if smallest >= side:
+        reason = (
+            f"the smallest training object holds a {smallest}x{smallest} square; {side}x{side} "
+            "windows leave every object several positions"
+        )
+    else:
+        reason = (
+            f"the smallest training object holds only a {smallest}x{smallest} square; windows "
+            f"of {side}x{side} (the smallest the network takes) may reach past its mask"
+        )
+    return Choice(side, reason)
+
+
+def scene_window(shape: tuple[int, int]) -> Choice:
+    """The window for a scene of `shape`: 15 (the smallest the paper's pooled network takes)
+    where the scene is large enough to split into blocks of several windows, smaller (odd,
+    >= 7) for small scenes so that spatially disjoint parts still fit."""
+    side = min(shape)
+    size = int(np.clip(side // 13 * 2 + 1, MIN_WINDOW, SCENE_WINDOW))
+    if size == SCENE_WINDOW:
+        return Choice(size, "the scene is large enough for 15x15 windows")
+    return Choice(
+        size,
+        f"a {shape[0]}x{shape[1]} scene is too small for 15x15 windows and spatially disjoint "
+        f"blocks; {size}x{size} windows keep train, validation and test apart",
+    )
+
+
+def pools_for(window: tuple[int, int], bands: int) -> Choice:
+    """The paper's two 2x2x2 pools when windows and bands are >= 15, else none (so that the
+    valid convolutions still fit down to 7)."""
+    if min(*window, bands) >= POOLED_MIN:
+        return Choice(("avg", None, "avg"), "windows and components are large enough to pool")
+    return Choice(
+        (None, None, None),
+        f"{window[0]}x{window[1]} windows of {bands} bands are too small for the two "
+        "stride-2 pools; the conv blocks run without pooling",
+    )
+
+
+def components_range(bands: int, pooled: bool) -> tuple[int, int]:
+    """(fewest, most) PCA components to keep: enough for the network's valid convolutions,
+    at most `MAX_COMPONENTS`, never more than the bands."""
+    fewest = min(bands, POOLED_MIN if pooled else MIN_WINDOW)
+    return fewest, min(bands, max(MAX_COMPONENTS, fewest))
+
+
+def scene_split(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    window: int | tuple[int, int],
+    *,
+    train: float,
+    val: float,
+    seed: int,
+) -> tuple[SceneSplit, Choice]:
+    """A spatially disjoint split whose block side (from 4x the window down to the window)
+    best balances the parts: the largest smallest share, over classes and parts, of the pixels
+    a part should get. Small scenes get small blocks instead of one block for everything."""
+    h, w = (window, window) if isinstance(window, int) else window
+    fractions = {"train": train, "val": val, "test": max(0.0, 1.0 - train - val)}
+    totals = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names) + 1)[1:]
+    best: tuple[float, SceneSplit, int] | None = None
+    for side in range(4 * max(h, w), max(h, w) - 1, -1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            split = split_scene(
+                labels, class_names, (h, w), train=train, val=val, block_size=side, seed=seed
+            )
+        counts = split.class_counts()
+        shares = [
+            min(1.0, counts[part][name] / (fraction * total))
+            for part, fraction in fractions.items()
+            if fraction > 0
+            for name, total in zip(class_names, totals, strict=True)
+            if total > 0
+        ]
+        balance = min(shares, default=0.0)
+        if best is None or balance > best[0] + 1e-9:
+            best = (balance, split, side)
+    if best is None:
+        raise S3FNDataError(f"window {h}x{w}: expected a positive window size")
+    balance, split, side = best
+    if balance > 0:
+        reason = (
+            f"{side}px blocks balance the parts best: every class gets at least "
+            f"{balance:.0%} of its share in each part"
+        )
+    else:
+        reason = f"{side}px blocks come closest; no block size gives every class every part"
+        split = split_scene(
+            labels, class_names, (h, w), train=train, val=val, block_size=side, seed=seed
+        )
+    return split, Choice(side, reason)
