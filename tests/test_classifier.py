@@ -169,23 +169,52 @@ def test_an_object_smaller_than_the_window_is_classified_from_covering_windows(s
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_cube_wavelengths_must_match_the_training_bands():
-    wavelengths = np.arange(BANDS, dtype=np.float64) * 10 + 400
+def _smooth_cube(wavelengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 10 x 10 cube whose pixels are smooth spectra (two broad Gaussians), at `wavelengths`."""
+    centres, widths = rng.uniform(400, 500, (100, 2)), rng.uniform(60, 120, (100, 2))
+    shape = np.exp(
+        -0.5 * ((wavelengths[None, None, :] - centres[..., None]) / widths[..., None]) ** 2
+    )
+    return (0.1 + shape.sum(axis=1)).reshape(10, 10, -1).astype(np.float32)
+
+
+def test_a_cube_from_other_bands_is_resampled_to_the_trained_ones():
+    trained = np.arange(BANDS, dtype=np.float64) * 20 + 400  # 400..500 nm, 20 nm apart
     rng = np.random.default_rng(0)
     preprocessor = Preprocessor.fit(
-        rng.random((50, BANDS)), n_components=3, wavelengths=wavelengths
+        _smooth_cube(trained, np.random.default_rng(1)), n_components=3, wavelengths=trained
     )
     classifier = Classifier(SpectralMeanMLP(3, 3), preprocessor, CLASSES, window=4, n_windows=2)
-    cube = rng.random((10, 10, BANDS)).astype(np.float32) + 0.1
-    assert classifier.predict_image(Cube(cube, wavelengths + 0.5)).probabilities.shape == (3,)
-    shifted = wavelengths.copy()
-    shifted[2] += 5
-    with pytest.raises(
-        S3FNDataError, match=r"band 2 is at 425 nm; .* trained with that band at 420 nm"
-    ):
-        classifier.predict_image(Cube(cube, shifted))
+    cube = _smooth_cube(trained, rng)
+    finer = np.arange(380.0, 521.0, 2.0)  # another sensor: 2 nm bands over the same range
+    resampled = classifier.predict_map(Cube(_smooth_cube(finer, np.random.default_rng(0)), finer))
+    direct, probabilities = classifier.predict_map(Cube(cube, trained), return_probabilities=True)
+    _, again = classifier.predict_map(
+        Cube(_smooth_cube(finer, np.random.default_rng(0)), finer), return_probabilities=True
+    )
+    assert np.abs(again - probabilities).max() < 0.02
+    sure = np.sort(probabilities, axis=2)[..., -1] - np.sort(probabilities, axis=2)[..., -2] > 0.05
+    np.testing.assert_array_equal(resampled[sure], direct[sure])
+    assert classifier.predict_image(Cube(cube, trained + 0.5)).probabilities.shape == (3,)
+
+
+def test_bands_the_cube_cannot_cover_or_count_are_refused():
+    trained = np.arange(BANDS, dtype=np.float64) * 20 + 400
+    rng = np.random.default_rng(0)
+    preprocessor = Preprocessor.fit(rng.random((50, BANDS)), n_components=3, wavelengths=trained)
+    classifier = Classifier(SpectralMeanMLP(3, 3), preprocessor, CLASSES, window=4, n_windows=2)
+    short = np.arange(400.0, 451.0, 5.0)
+    with pytest.raises(S3FNDataError, match=r"predict_image: bands cover 400-450 nm; .* 4[67]\d"):
+        classifier.predict_image(Cube(_smooth_cube(short, rng), short))
+    with pytest.raises(S3FNDataError, match=r"cube has 4 bands; .* trained on 6 bands \(give"):
+        classifier.predict_image(rng.random((10, 10, 4)).astype(np.float32))
     with pytest.raises(ValueError, match="model takes 3 bands but the preprocessor gives 4"):
-        Classifier(SpectralMeanMLP(3, 3), Preprocessor.fit(cube, n_components=4), CLASSES, window=4)
+        Classifier(
+            SpectralMeanMLP(3, 3),
+            Preprocessor.fit(rng.random((50, BANDS)), n_components=4),
+            CLASSES,
+            window=4,
+        )
 
 
 def test_resume_returns_the_finished_run(dataset, split, tmp_path):

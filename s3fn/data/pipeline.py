@@ -115,6 +115,7 @@ def fit_object_preprocessor(
         variance=variance,
         components_range=components_range,
         wavelengths=first.cube.wavelengths,
+        fwhm=getattr(first.cube, "fwhm", None),
     )
 
 
@@ -133,6 +134,7 @@ def fit_scene_preprocessor(
         variance=variance,
         components_range=components_range,
         wavelengths=scene.cube.wavelengths,
+        fwhm=getattr(scene.cube, "fwhm", None),
     )
 
 

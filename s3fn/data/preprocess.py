@@ -37,6 +37,7 @@ class Preprocessor:
         explained_variance: np.ndarray,
         total_variance: float,
         wavelengths: np.ndarray | None = None,
+        fwhm: np.ndarray | None = None,
         *,
         source: str = "Preprocessor",
     ) -> None:
@@ -46,6 +47,7 @@ class Preprocessor:
         self.explained_variance = np.asarray(explained_variance, dtype=np.float64)
         self.total_variance = float(total_variance)
         self.wavelengths = None if wavelengths is None else np.asarray(wavelengths, np.float64)
+        self.fwhm = None if fwhm is None or wavelengths is None else np.asarray(fwhm, np.float64)
         _check_shapes(self, source)
         weights = (self.components / self.scale).T  # B x C: y = x @ weights + bias
         self._weights32 = weights.astype(np.float32)
@@ -60,6 +62,7 @@ class Preprocessor:
         variance: float = 0.999,
         components_range: tuple[int, int] | None = None,
         wavelengths: np.ndarray | None = None,
+        fwhm: np.ndarray | None = None,
         chunk_rows: int = 16384,
     ) -> Preprocessor:
         """Fit on training pixels: an (..., B) array or an iterable of such arrays (streamed).
@@ -94,7 +97,8 @@ class Preprocessor:
             k = int(np.clip(k, *components_range))
         components = eigenvectors[:k]
         signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
-        return cls(mean, scale, components * signs[:, None], eigenvalues[:k], total, wavelengths)
+        components = components * signs[:, None]
+        return cls(mean, scale, components, eigenvalues[:k], total, wavelengths, fwhm)
 
     @property
     def n_bands(self) -> int:
@@ -158,6 +162,7 @@ class Preprocessor:
         out.update({name: getattr(self, name).tolist() for name in _ARRAYS})
         out["total_variance"] = self.total_variance
         out["wavelengths"] = None if self.wavelengths is None else self.wavelengths.tolist()
+        out["fwhm"] = None if self.fwhm is None else self.fwhm.tolist()
         return out
 
     @classmethod
@@ -172,11 +177,12 @@ class Preprocessor:
         if missing:
             raise S3FNDataError(f"{source}: field {missing[0]!r} is missing")
         arrays = {name: _float_array(data[name], source, name) for name in _ARRAYS}
-        wavelengths = data.get("wavelengths")
-        if wavelengths is not None:
-            wavelengths = _float_array(wavelengths, source, "wavelengths")
+        bands = {
+            name: None if data.get(name) is None else _float_array(data[name], source, name)
+            for name in ("wavelengths", "fwhm")
+        }
         total = _float_array(data["total_variance"], source, "total_variance")
-        return cls(**arrays, total_variance=float(total), wavelengths=wavelengths, source=source)
+        return cls(**arrays, total_variance=float(total), **bands, source=source)
 
     def to_hdf5(self, group: h5py.Group) -> None:
         """Write into an HDF5 group: a float64 dataset per array, the rest as attributes."""
@@ -185,15 +191,16 @@ class Preprocessor:
         group.attrs["total_variance"] = self.total_variance
         for name in _ARRAYS:
             group.create_dataset(name, data=getattr(self, name))
-        if self.wavelengths is not None:
-            group.create_dataset("wavelengths", data=self.wavelengths)
+        for name in ("wavelengths", "fwhm"):
+            if getattr(self, name) is not None:
+                group.create_dataset(name, data=getattr(self, name))
 
     @classmethod
     def from_hdf5(cls, group: h5py.Group) -> Preprocessor:
         """Read what `to_hdf5` wrote."""
         fields: dict[str, Any] = {k: _text(v) for k, v in group.attrs.items()}
         fields.update(
-            {name: group[name][()] for name in (*_ARRAYS, "wavelengths") if name in group}
+            {name: group[name][()] for name in (*_ARRAYS, "wavelengths", "fwhm") if name in group}
         )
         return cls.from_dict(fields, source=f"{group.file.filename}:{group.name}")
 
@@ -255,10 +262,12 @@ def _check_shapes(p: Preprocessor, source: str) -> None:
             f"{source}: field 'explained_variance' has shape {p.explained_variance.shape}; "
             f"expected ({p.components.shape[0]},)"
         )
-    if p.wavelengths is not None and p.wavelengths.shape != bands:
-        raise S3FNDataError(
-            f"{source}: field 'wavelengths' has shape {p.wavelengths.shape}; expected {bands}"
-        )
+    for name in ("wavelengths", "fwhm"):
+        values = getattr(p, name)
+        if values is not None and values.shape != bands:
+            raise S3FNDataError(
+                f"{source}: field {name!r} has shape {values.shape}; expected {bands}"
+            )
 
 
 def _text(value: Any) -> Any:

@@ -18,11 +18,11 @@ from torch import nn
 
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
 from s3fn.evaluate.metrics import Report
 from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
+from s3fn.inference.bands import band_map
 from s3fn.inference.bundle import load_bundle, save_bundle
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
@@ -215,24 +215,17 @@ class Classifier:
         )
 
     def _check_cube(self, cube: Cube | np.ndarray, where: str) -> np.ndarray:
-        wavelengths = cube.wavelengths if isinstance(cube, Cube) else None
+        """The cube as checked float32 in the trained bands (resampled where it has others)."""
         raw = cube.data if isinstance(cube, Cube) else cube
         data = as_cube_array(np.asarray(raw), where, "cube")
-        if data.shape[2] != self.n_bands:
-            raise S3FNDataError(
-                f"{where}: cube has {data.shape[2]} bands; this classifier was trained on "
-                f"{self.n_bands} bands"
-            )
-        trained = self.preprocessor.wavelengths
-        if wavelengths is not None and trained is not None:
-            off = np.abs(wavelengths - trained) > 1.0
-            if off.any():
-                band = int(np.argmax(off))
-                raise S3FNDataError(
-                    f"{where}: cube band {band} is at {wavelengths[band]:g} nm; this classifier "
-                    f"was trained with that band at {trained[band]:g} nm"
-                )
-        return data
+        to_bands = band_map(
+            self.preprocessor,
+            data.shape[2],
+            cube.wavelengths if isinstance(cube, Cube) else None,
+            getattr(cube, "fwhm", None),
+            where,
+        )
+        return to_bands(data)
 
     def _window_probabilities(
         self, data: np.ndarray, mask: np.ndarray | None, where: str
