@@ -26,7 +26,7 @@ import torch
 from s3fn.cli.common import print_outputs, set_threads
 from s3fn.cli.datasets import SPLIT_FILE, load_split, make_split, open_data, split_to_dict
 from s3fn.cli.embeddings import encode, load_embeddings, read_descriptions
-from s3fn.cli.outputs import scene_maps, score, summary_line, write_results
+from s3fn.cli.outputs import METRICS_FILE, scene_maps, score, summary_line, write_results
 from s3fn.cli.progress import CountingObjects, Progress
 from s3fn.config import CONFIG_FILE, TrainConfig, load_config_file, option_fields, resolve
 from s3fn.data.datasets import ObjectDataset, SceneDataset
@@ -291,22 +291,33 @@ def _finish(
     classifier.info["text_encoder"] = encoder
     bundle = classifier.save(out / BUNDLE_DIR)
     shutil.rmtree(out / WINDOWS_DIR, ignore_errors=True)  # a resume cuts them again
-    evaluation = score(classifier, data, test, progress)
-    scene = scene_maps(classifier, data, progress) if isinstance(data, SceneDataset) else None
     histories = classifier.info["histories"]
-    files = write_results(
-        out,
-        LABELS[config.stage],
-        evaluation,
-        title=f"s3fn train: {LABELS[config.stage]} on {config.data}",
-        histories=histories,
-        config=config.to_dict(),
-        scene=scene,
-        extra={"train_seconds": round(seconds, 1), "text_encoder": encoder},
-    )
     epochs = ", ".join(f"{stage} {len(h)} epochs" for stage, h in histories.items())
     print(f"trained {LABELS[config.stage]} ({epochs}, {seconds:.0f} s)")
-    print(f"test {summary_line(evaluation)}")
+    extra = {"train_seconds": round(seconds, 1), "text_encoder": encoder}
+    if len(test) == 0:
+        metrics = out / METRICS_FILE
+        record = {"scalars": None, "test": None, "histories": histories, **extra}
+        metrics.write_text(json.dumps(record, indent=2) + "\n")
+        print(
+            "no test part (the split left none): the bundle is not scored; "
+            "score it on other data with `s3fn evaluate`"
+        )
+        files = [metrics]
+    else:
+        evaluation = score(classifier, data, test, progress)
+        scene = scene_maps(classifier, data, progress) if isinstance(data, SceneDataset) else None
+        files = write_results(
+            out,
+            LABELS[config.stage],
+            evaluation,
+            title=f"s3fn train: {LABELS[config.stage]} on {config.data}",
+            histories=histories,
+            config=config.to_dict(),
+            scene=scene,
+            extra=extra,
+        )
+        print(f"test {summary_line(evaluation)}")
     written = [out / CONFIG_FILE, out / LOG_FILE, out / "checkpoints", bundle, *files]
     print_outputs(f"run folder {out}:", written)
     return written

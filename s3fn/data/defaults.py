@@ -45,16 +45,18 @@ def largest_square(mask: np.ndarray) -> int:
     return best
 
 
-def object_window(squares: Sequence[int]) -> Choice:
+def object_window(squares: Sequence[int], largest: int = PAPER_WINDOW) -> Choice:
     """The window for objects whose largest inscribed squares are `squares` (one per training
-    image): the paper's 32 where every object holds it, else a size that leaves each object a
-    few distinct positions, never below the 7 x 7 the pool-free network takes."""
+    image): `largest` where every object holds it, else a size that leaves each object a few
+    distinct positions, never below the 7 x 7 the pool-free network takes."""
     if not len(squares):
         raise S3FNDataError("no training images to choose a window from")
     smallest = int(min(squares))
-    if smallest >= PAPER_WINDOW + 2:
-        return Choice(PAPER_WINDOW, "every training object holds a 32x32 window (the paper's)")
-    side = max(MIN_WINDOW, min(PAPER_WINDOW, smallest - 2))
+    if smallest >= largest + 2:
+        return Choice(
+            largest, f"every training object holds a {largest}x{largest} window (the preset's)"
+        )
+    side = max(MIN_WINDOW, min(largest, smallest - 2))
     if smallest >= side:
         reason = (
             f"the smallest training object holds a {smallest}x{smallest} square; {side}x{side} "

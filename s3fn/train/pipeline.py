@@ -271,7 +271,7 @@ def _window(
     if window is not None:
         return as_window(window)
     squares = [largest_square(data[int(i)].mask) for i in split.train]
-    fitted = object_window(squares)
+    fitted = object_window(squares, recipe.largest_window)
     if recipe.window is not None and min(squares) >= recipe.window:
         chosen = Choice(recipe.window, f"the {recipe.name} preset's window fits every object")
     elif recipe.window is not None:

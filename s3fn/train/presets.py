@@ -22,6 +22,7 @@ class Preset:
     name: str
     description: str
     window: int | None
+    largest_window: int
     variance: float
     limit_components: bool
     spectral_branch: bool
@@ -35,26 +36,27 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
-        description="data-fitted window and PCA (at most 30 components), a spectral branch, "
-        "flips/rotations and noise, label smoothing, and a learnable temperature",
+        description="data-fitted window (at most 16 px) and PCA (at most 30 components), a "
+        "spectral branch, flips/rotations and noise, label smoothing, a learnable temperature",
         window=None,
+        largest_window=16,
         variance=0.999,
         limit_components=True,
         spectral_branch=True,
-        windows_per_image=32,
+        windows_per_image=20,
         temperature="learnable",
         init_scale=10.0,
         cnn=FitOptions(
-            epochs=60,
-            patience=12,
+            epochs=40,
+            patience=8,
             batch_size=64,
             weight_decay=1e-3,
             augment=Augment(scale=(0.9, 1.1), flip=True, rot90=True, noise=0.05),
             label_smoothing=0.1,
         ),
         semantic=FitOptions(
-            epochs=50,
-            patience=10,
+            epochs=30,
+            patience=8,
             batch_size=64,
             weight_decay=1e-4,
             augment=Augment(scale=(0.9, 1.1), flip=True, rot90=True, noise=0.05),
@@ -66,6 +68,7 @@ PRESETS: dict[str, Preset] = {
         "3D-CNN with Keras L2 1e-2/1e-3/1e-4 on its convolutions, Adam, batch 4, 100 epochs "
         "(patience 15), random scale 0.9-1.1, then the semantic head with a plain cosine",
         window=32,
+        largest_window=32,
         variance=0.999,
         limit_components=False,
         spectral_branch=False,
