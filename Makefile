@@ -10,10 +10,16 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.s3fn-installed
 
-.PHONY: test demo build install lint clean
+.PHONY: test gdal-tools demo build install lint clean
 
-test: build
+test: build gdal-tools
 	$(PY) -m pytest
+
+# gdal_translate / gdalinfo (Debian's gdal-bin) for the GeoTIFF / ENVI round-trip tests:
+# installed where missing and apt-get can run as root; otherwise those tests skip.
+gdal-tools:
+	@command -v gdalinfo >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq gdal-bin >/dev/null; } || echo "gdal-bin not installed: tests needing it skip"
 
 demo: build
 	$(VENV)/bin/s3fn demo $(DEMO_ARGS)

@@ -220,10 +220,13 @@ def test_choice_among_several_arrays(tmp_path):
 
 
 def test_unsupported_and_unreadable_files(tmp_path):
-    (tmp_path / "photo.tif").write_bytes(b"II*\0")
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff")
     with pytest.raises(
-        S3FNDataError, match=r"photo\.tif: unsupported format '\.tif'; expected ENVI"
+        S3FNDataError, match=r"photo\.jpg: unsupported format '\.jpg'; expected ENVI"
     ):
+        read_cube(tmp_path / "photo.jpg")
+    (tmp_path / "photo.tif").write_bytes(b"II*\0")
+    with pytest.raises(S3FNDataError, match=r"photo\.tif: not a readable GeoTIFF file"):
         read_cube(tmp_path / "photo.tif")
     (tmp_path / "broken.h5").write_bytes(b"not hdf5")
     with pytest.raises(S3FNDataError, match=r"broken\.h5: not a readable HDF5 file"):

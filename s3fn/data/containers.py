@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -19,24 +20,76 @@ WAVELENGTH_NAMES = ("wavelengths", "wavelength")
 _WHAT = {3: "a 3-D HxWxB cube", 2: "a 2-D HxW label map"}
 
 
-class _Entry:
-    """One array in a container: its shape, and how to load it (lazily)."""
+class HDF5View:
+    """An HDF5 dataset seen as the array it holds, read only where sliced; `transpose` reverses
+    its axes (MATLAB v7.3 stores arrays column-major)."""
 
-    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]) -> None:
+    def __init__(self, dataset: h5py.Dataset, transpose: bool) -> None:
+        self.dataset = dataset
+        self.transpose = transpose
+        self.shape: tuple[int, ...] = dataset.shape[::-1] if transpose else dataset.shape
+        self.dtype = dataset.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        if self.transpose:
+            return self.dataset[tuple(index)[::-1]].T
+        return self.dataset[index]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self[()], dtype=dtype)
+
+
+Lazy = np.ndarray | HDF5View
+
+
+class _Entry:
+    """One array in a container: its shape, and how to open it (lazily)."""
+
+    def __init__(self, shape: tuple[int, ...], load: Callable[[], Lazy]) -> None:
         self.shape = shape
         self.load = load
+
+
+@dataclass(eq=False)
+class ContainerArray:
+    """The chosen array of a container file, not read yet: `array` slices like an ndarray, and
+    `handle` is the HDF5 file it lives in (None for arrays already in memory or memory-mapped)."""
+
+    array: Lazy
+    name: str
+    wavelengths: np.ndarray | None
+    handle: h5py.File | None = None
+
+    def close(self) -> None:
+        """Close the HDF5 file behind `array`, if any."""
+        if self.handle is not None:
+            self.handle.close()
 
 
 def read_container(
     path: Path, key: str | None, ndim: int
 ) -> tuple[np.ndarray, str, np.ndarray | None]:
     """Read the `ndim`-D array `key` (or the only one): (array, its name, wavelengths or None)."""
+    container = open_container(path, key, ndim)
+    try:
+        return np.asarray(container.array), container.name, container.wavelengths
+    finally:
+        container.close()
+
+
+def open_container(path: Path, key: str | None, ndim: int) -> ContainerArray:
+    """Open the `ndim`-D array `key` (or the only one) of a .npy / .npz / .mat / HDF5 file.
+
+    .npy is memory-mapped and HDF5 (MATLAB v7.3 too) read by slices; .npz and MATLAB v5,
+    which cannot be mapped, are loaded whole.
+    """
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if key is not None:
             raise S3FNDataError(f"{path}: a .npy file holds one array; key={key!r} does not apply")
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False), "array", None
+            return ContainerArray(np.load(path, mmap_mode="r", allow_pickle=False), "array", None)
         except (ValueError, OSError) as exc:
             raise S3FNDataError(f"{path}: not a readable .npy file ({exc})") from exc
     if suffix == ".npz":
@@ -48,31 +101,34 @@ def read_container(
         entries = {name: _Entry(a.shape, lambda a=a: a) for name, a in arrays.items()}
         return _choose(path, entries, key, ndim)
     if suffix == ".mat":
-        return _read_mat(path, key, ndim)
-    with _open_hdf5(path) as handle:
-        entries = _hdf5_entries(handle, transpose=False)
-        array, name, wavelengths = _choose(path, entries, key, ndim)
-        if wavelengths is None and array.ndim == 3:
-            wavelengths = _attribute_wavelengths(path, handle[name], array.shape[2])
-        return array, name, wavelengths
-
-
-def _read_mat(path: Path, key: str | None, ndim: int) -> tuple[np.ndarray, str, np.ndarray | None]:
+        try:
+            major, _ = matfile_version(str(path))
+        except (MatReadError, ValueError) as exc:
+            raise S3FNDataError(f"{path}: not a MATLAB .mat file ({exc})") from exc
+        if major != 2:
+            return _choose(path, _mat5_entries(path), key, ndim)
+    handle = _open_hdf5(path)
     try:
-        major, _ = matfile_version(str(path))
-    except (MatReadError, ValueError) as exc:
-        raise S3FNDataError(f"{path}: not a MATLAB .mat file ({exc})") from exc
-    if major == 2:  # v7.3 is HDF5, with arrays stored column-major (axes reversed)
-        with _open_hdf5(path) as handle:
-            return _choose(path, _hdf5_entries(handle, transpose=True), key, ndim)
-    entries = {
+        # MATLAB v7.3 is HDF5, with arrays stored column-major (axes reversed)
+        container = _choose(path, _hdf5_entries(handle, transpose=suffix == ".mat"), key, ndim)
+        if suffix != ".mat" and container.wavelengths is None and ndim == 3:
+            dataset = handle[container.name]
+            container.wavelengths = _attribute_wavelengths(path, dataset, dataset.shape[2])
+    except BaseException:
+        handle.close()
+        raise
+    container.handle = handle
+    return container
+
+
+def _mat5_entries(path: Path) -> dict[str, _Entry]:
+    return {
         name: _Entry(
             shape, lambda name=name: scipy.io.loadmat(str(path), variable_names=[name])[name]
         )
         for name, shape, matlab_class in scipy.io.whosmat(str(path))
         if matlab_class not in {"cell", "struct", "char", "object", "function", "sparse"}
     }
-    return _choose(path, entries, key, ndim)
 
 
 def _open_hdf5(path: Path) -> h5py.File:
@@ -91,7 +147,7 @@ def _hdf5_entries(handle: h5py.File, transpose: bool) -> dict[str, _Entry]:
         if node.dtype.kind not in "biuf" or node.attrs.get("MATLAB_class") in (b"char", "char"):
             return
         shape = node.shape[::-1] if transpose else node.shape
-        entries[name] = _Entry(shape, lambda node=node: node[()].T if transpose else node[()])
+        entries[name] = _Entry(shape, lambda node=node: HDF5View(node, transpose))
 
     handle.visititems(visit)
     return entries
@@ -99,7 +155,7 @@ def _hdf5_entries(handle: h5py.File, transpose: bool) -> dict[str, _Entry]:
 
 def _choose(
     path: Path, entries: Mapping[str, _Entry], key: str | None, ndim: int
-) -> tuple[np.ndarray, str, np.ndarray | None]:
+) -> ContainerArray:
     if key is not None:
         name = key.lstrip("/")
         if name not in entries:
@@ -124,19 +180,19 @@ def _choose(
             )
         name = fits[0]
         entry = entries[name]
-    array = np.asarray(entry.load())
     wavelengths = None
     if ndim == 3:
+        bands = entry.shape[2]
         for candidate in WAVELENGTH_NAMES:
             if candidate in entries and entries[candidate].shape in {
-                (array.shape[2],),
-                (1, array.shape[2]),
-                (array.shape[2], 1),
+                (bands,),
+                (1, bands),
+                (bands, 1),
             }:
                 values = np.asarray(entries[candidate].load(), dtype=np.float64).ravel()
                 wavelengths = wavelengths_to_nm(values, None, f"{path}: {candidate}")
                 break
-    return array, name, wavelengths
+    return ContainerArray(entry.load(), name, wavelengths)
 
 
 def _attribute_wavelengths(path: Path, dataset: h5py.Dataset, bands: int) -> np.ndarray | None:

@@ -28,22 +28,27 @@ _WAVENUMBER_UNITS = {"wavenumber", "cm-1", "1/cm"}
 class Cube:
     """A hyperspectral image: `data` is HxWxB float32 and `wavelengths` the B band centres in nm.
 
-    `wavelengths` is None when the file does not say.
+    `wavelengths`, `fwhm` (band widths in nm) and `good_bands` (True where the file marks a band
+    usable) are None when the file does not say.
     """
 
     data: np.ndarray
     wavelengths: np.ndarray | None = None
+    fwhm: np.ndarray | None = None
+    good_bands: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3 or self.data.dtype != np.float32:
             raise S3FNDataError(
                 f"Cube: data is {self.data.ndim}-D {self.data.dtype}; expected HxWxB float32"
             )
-        if self.wavelengths is not None and self.wavelengths.shape != (self.data.shape[2],):
-            raise S3FNDataError(
-                f"Cube: wavelengths has shape {self.wavelengths.shape}; "
-                f"expected ({self.data.shape[2]},), one per band"
-            )
+        for name in ("wavelengths", "fwhm", "good_bands"):
+            values = getattr(self, name)
+            if values is not None and values.shape != (self.data.shape[2],):
+                raise S3FNDataError(
+                    f"Cube: {name} has shape {values.shape}; "
+                    f"expected ({self.data.shape[2]},), one per band"
+                )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -58,19 +63,25 @@ class Cube:
 
 def as_cube_array(array: np.ndarray, source: str, field: str) -> np.ndarray:
     """Check that `array` is a finite real 3-D cube and return it as C-contiguous float32."""
-    if array.ndim != 3:
-        raise S3FNDataError(
-            f"{source}: {field} is {array.ndim}-D {tuple(array.shape)}; expected a 3-D HxWxB cube"
-        )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
-        array
-    ):
-        raise S3FNDataError(f"{source}: {field} has dtype {array.dtype}; expected real numbers")
+    check_cube_layout(array.shape, array.dtype, source, field)
     data = np.ascontiguousarray(array, dtype=np.float32)
     if not data.flags.writeable:  # still a read-only view of a memory-mapped file
         data = data.copy()
     check_finite(data, source, field)
     return data
+
+
+def check_cube_layout(shape: tuple[int, ...], dtype: np.dtype, source: str, field: str) -> None:
+    """Raise unless an array of this shape and dtype is a 3-D HxWxB cube of real numbers."""
+    if len(shape) != 3:
+        raise S3FNDataError(
+            f"{source}: {field} is {len(shape)}-D {tuple(shape)}; expected a 3-D HxWxB cube"
+        )
+    dtype = np.dtype(dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
+        dtype, np.complexfloating
+    ):
+        raise S3FNDataError(f"{source}: {field} has dtype {dtype}; expected real numbers")
 
 
 def check_finite(data: np.ndarray, source: str, field: str) -> None:
@@ -126,19 +137,42 @@ def wavelengths_to_nm(values: np.ndarray, unit: str | None, source: str) -> np.n
     Returns None for band indices (unit "Index"), which are not wavelengths.
     """
     values = np.asarray(values, dtype=np.float64)
-    key = (unit or "").strip().lower()
+    if _unit_key(unit) in _WAVENUMBER_UNITS:
+        return 1e7 / values
+    factor = _nm_per_unit(values, unit, source)
+    return None if factor is None else values * factor
+
+
+def fwhm_to_nm(
+    fwhm: np.ndarray, centres: np.ndarray, unit: str | None, source: str
+) -> np.ndarray | None:
+    """Convert band widths to nanometres; they are in the unit of the band centres `centres`
+    (as stored, before conversion), whose values decide an unnamed unit as in `wavelengths_to_nm`.
+    """
+    fwhm = np.asarray(fwhm, dtype=np.float64)
+    centres = np.asarray(centres, dtype=np.float64)
+    if _unit_key(unit) in _WAVENUMBER_UNITS:
+        return 1e7 * fwhm / centres**2
+    factor = _nm_per_unit(centres, unit, source)
+    return None if factor is None else fwhm * factor
+
+
+def _unit_key(unit: str | None) -> str:
+    return (unit or "").strip().lower()
+
+
+def _nm_per_unit(centres: np.ndarray, unit: str | None, source: str) -> float | None:
+    key = _unit_key(unit)
     if key == "index":
         return None
-    if key in _WAVENUMBER_UNITS:
-        return 1e7 / values
     if key in _MICROMETRE_UNITS:
-        return values * 1000.0
+        return 1000.0
     if key in _NANOMETRE_UNITS:
-        return values
+        return 1.0
     if key in _MILLIMETRE_UNITS:
-        return values * 1e6
+        return 1e6
     if key in {"", "unknown"}:
-        return values * 1000.0 if values.size and values.max() < 100.0 else values
+        return 1000.0 if centres.size and centres.max() < 100.0 else 1.0
     raise S3FNDataError(
         f"{source}: wavelength units {unit!r} are not a length; expected nanometers or micrometers"
     )

@@ -1,13 +1,14 @@
-"""ENVI images (a text `.hdr` and a raw data file), read through the `spectral` package."""
+"""ENVI images (a text `.hdr` and a raw data file), memory-mapped through the `spectral` package."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import spectral.io.envi as envi
 
-from s3fn.data.cube import wavelengths_to_nm
+from s3fn.data.cube import fwhm_to_nm, wavelengths_to_nm
 from s3fn.data.errors import S3FNDataError
 
 # ENVI "data type" codes that hold real numbers, and their item sizes in bytes.
@@ -25,8 +26,25 @@ def header_for(path: Path) -> Path | None:
     return None
 
 
-def read_envi(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read an ENVI image given its header or data file: (HxWxB array in the file's dtype, nm)."""
+@dataclass(frozen=True, eq=False)
+class EnviImage:
+    """An opened ENVI image: its pixels memory-mapped as HxWxB in the file's dtype, and what the
+    header says about them (band centres and widths in nm, usable bands, reflectance scale,
+    the value of pixels without data)."""
+
+    header_path: Path
+    data_path: Path
+    header: dict
+    pixels: np.ndarray
+    wavelengths: np.ndarray | None
+    fwhm: np.ndarray | None
+    good_bands: np.ndarray | None
+    scale: float
+    ignore_value: float | None
+
+
+def open_envi(path: Path) -> EnviImage:
+    """Open an ENVI image given its header or data file, checking the header against the file."""
     header_path = header_for(path)
     if header_path is None or not header_path.is_file():
         raise FileNotFoundError(
@@ -62,11 +80,25 @@ def read_envi(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             f"header offset={offset}) needs {expected}"
         )
     image = envi.open(str(header_path), str(data_path))
-    array = np.asarray(image.open_memmap(interleave="bip"))
-    scale = _float_field(header, header_path, "reflectance scale factor", default=1.0)
-    if scale not in (0.0, 1.0):
-        array = array.astype(np.float32) / np.float32(scale)
-    return array, _wavelengths(header, header_path, bands)
+    wavelengths = _band_numbers(header, header_path, "wavelength", bands)
+    fwhm = _band_numbers(header, header_path, "fwhm", bands)
+    bbl = _band_numbers(header, header_path, "bbl", bands)
+    unit = header.get("wavelength units")
+    return EnviImage(
+        header_path=header_path,
+        data_path=data_path,
+        header=header,
+        pixels=np.asarray(image.open_memmap(interleave="bip")),
+        wavelengths=None
+        if wavelengths is None
+        else wavelengths_to_nm(wavelengths, unit, str(header_path)),
+        fwhm=None
+        if fwhm is None or wavelengths is None
+        else fwhm_to_nm(fwhm, wavelengths, unit, str(header_path)),
+        good_bands=None if bbl is None else bbl != 0,
+        scale=_float_field(header, header_path, "reflectance scale factor", default=1.0),
+        ignore_value=_float_field(header, header_path, "data ignore value", default=None),
+    )
 
 
 def _data_file(header_path: Path) -> Path:
@@ -106,7 +138,9 @@ def _int_field(header: dict, header_path: Path, field: str, default: int | None 
     return number
 
 
-def _float_field(header: dict, header_path: Path, field: str, default: float) -> float:
+def _float_field(
+    header: dict, header_path: Path, field: str, default: float | None
+) -> float | None:
     value = header.get(field)
     if value is None:
         return default
@@ -118,19 +152,19 @@ def _float_field(header: dict, header_path: Path, field: str, default: float) ->
         ) from exc
 
 
-def _wavelengths(header: dict, header_path: Path, bands: int) -> np.ndarray | None:
-    values = header.get("wavelength")
+def _band_numbers(header: dict, header_path: Path, field: str, bands: int) -> np.ndarray | None:
+    values = header.get(field)
     if values is None:
         return None
     try:
         numbers = np.array([float(v) for v in values], dtype=np.float64)
     except ValueError as exc:
         raise S3FNDataError(
-            f"{header_path}: header field 'wavelength' is not numeric ({exc}); expected numbers"
+            f"{header_path}: header field '{field}' is not numeric ({exc}); expected numbers"
         ) from exc
     if numbers.shape != (bands,):
         raise S3FNDataError(
-            f"{header_path}: header field 'wavelength' has {numbers.size} values; "
+            f"{header_path}: header field '{field}' has {numbers.size} values; "
             f"expected {bands}, one per band"
         )
-    return wavelengths_to_nm(numbers, header.get("wavelength units"), str(header_path))
+    return numbers
