@@ -1,12 +1,15 @@
-"""Progress bars for the long steps (tqdm on stderr), silenced by `--quiet`."""
+"""Progress of the long steps on stderr: tqdm bars on a terminal, plain periodic lines when
+stderr is a file or a pipe (a log), silenced by `--quiet`."""
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -17,20 +20,36 @@ _EPOCH = re.compile(r"^\[(?P<stage>\w+)\] epoch (?P<epoch>\d+)/(?P<total>\d+)\s+
 
 
 class Progress:
-    """Makes the bars of one command; with `quiet`, none is shown."""
+    """Makes the bars of one command; with `quiet`, none is shown. `lines` (default: when
+    stderr is not a terminal) prints a plain line every `interval` seconds instead of a bar,
+    since a bar's carriage returns turn a log file into noise."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(
+        self, quiet: bool = False, *, lines: bool | None = None, interval: float = 30.0
+    ) -> None:
         self.quiet = quiet
+        self.lines = not sys.stderr.isatty() if lines is None else lines
+        self.interval = interval
 
-    def bar(self, total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
-        """A bar to `update()` by hand."""
+    def bar(self, total: int | None = None, desc: str = "", unit: str = "it") -> Any:
+        """A bar (or line printer) to `update()` by hand."""
+        if self.lines and not self.quiet:
+            return LineProgress(total, desc, unit, self.interval)
         return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, leave=False)
 
     def each(
         self, items: Iterable[T], desc: str, unit: str = "it", total: int | None = None
     ) -> Iterator[T]:
         """`items`, with a bar."""
-        yield from tqdm(items, desc=desc, unit=unit, total=total, disable=self.quiet, leave=False)
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)  # type: ignore[arg-type]
+        bar = self.bar(total, desc, unit)
+        try:
+            for item in items:
+                yield item
+                bar.update(1)
+        finally:
+            bar.close()
 
     @contextmanager
     def epochs(self) -> Iterator[None]:
@@ -46,6 +65,62 @@ class Progress:
             logger.removeHandler(handler)
             logger.setLevel(previous)
             handler.close_bar()
+
+
+class LineProgress:
+    """The part of tqdm's interface the commands use, printed as plain lines: one at most every
+    `interval` seconds, and one when done (`desc: 12/40 tiles (30%), 1m05s, ~2m32s left`)."""
+
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str,
+        interval: float,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.n = 0
+        self.postfix = ""
+        self.start = self.last = time.monotonic()
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        """Advance by `n`; print a line if `interval` has passed since the last."""
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._print(now)
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        """Text shown after the count (e.g. the last epoch's losses)."""
+        self.postfix = text
+        self.update(0)
+
+    def close(self) -> None:
+        """Print the final line once."""
+        if not self.closed:
+            self.closed = True
+            self._print(time.monotonic())
+
+    def _print(self, now: float) -> None:
+        elapsed = now - self.start
+        count = f"{self.n} {self.unit}"
+        if self.total:
+            count = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+        line = f"{self.desc}: {count}, {_duration(elapsed)}"
+        if self.total and 0 < self.n < self.total:
+            line += f", ~{_duration(elapsed * (self.total - self.n) / self.n)} left"
+        if self.postfix:
+            line += f"  {self.postfix}"
+        print(line, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class _EpochBars(logging.Handler):
