@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 import yaml
 
 from s3fn.cli import build_parser, main
+from s3fn.inference import Classifier
 from tests.cli_helpers import BANDS, CLASSES, TINY, descriptions_file, object_folder
 
 SUBCOMMANDS = ["demo", "train", "evaluate", "predict", "describe", "embed", "info"]
@@ -88,6 +90,7 @@ def test_evaluate_a_bundle_on_all_images(workspace, capsys):
     assert metrics["part"] == "all" and metrics["image"]["total"] == 4 * len(CLASSES)
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_predict_labels_and_maps(workspace, capsys):
     cubes = sorted(str(p) for p in (workspace["data"] / "bright").glob("*.npy"))[:2]
     out = workspace["root"] / "predictions"
@@ -95,12 +98,21 @@ def test_predict_labels_and_maps(workspace, capsys):
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0] == "cube,label,probability" and len(rows) == 3
     assert rows[1].split(",")[1] in CLASSES
-    assert main(["predict", str(workspace["run"]), cubes[0], "--map", "--out", str(out)]) == 0
-    stem = out / "bright_0"
-    labels = np.load(stem.with_suffix(".npy"))
+    args = ["predict", str(workspace["run"]), cubes[0], "--map", "--out", str(out)]
+    assert main([*args, "--probabilities", "--tile", "7"]) == 0
+    with rasterio.open(out / "bright_0_labels.tif") as stored:
+        labels = stored.read(1).astype(int) - 1
     assert labels.shape == (20, 20) and labels.min() >= 0 and labels.max() < len(CLASSES)
-    assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert str(stem.with_suffix(".png")) in capsys.readouterr().out
+    classifier = Classifier.load(workspace["run"] / "bundle")
+    np.testing.assert_array_equal(labels, classifier.predict_map(np.load(cubes[0])))
+    with rasterio.open(out / "bright_0_probabilities.tif") as stored:
+        assert stored.count == len(CLASSES)
+    preview = out / "bright_0_labels.png"
+    assert preview.read_bytes()[:4] == b"\x89PNG"
+    assert str(preview) in capsys.readouterr().out
+    assert main([*args, "--format", "envi", "--quiet"]) == 0
+    header = (out / "bright_0_labels.hdr").read_text()
+    assert "ENVI Classification" in header and "bright" in header
 
 
 def test_config_file_sets_options_and_flags_win(workspace, capsys):

@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
+from s3fn.cli import main
+from s3fn.inference import Classifier
 from s3fn.models import S3FN, SpectralMeanMLP, SpectralSpatialCNN
 from s3fn.train import Augment, FitOptions, fit, seed_everything
 from s3fn.train.distributed import Distributed, ShardSampler, current
@@ -119,3 +123,24 @@ def test_torchrun_two_processes_write_one_run_folder(tmp_path):
     assert (run / "bundle" / "classifier.json").is_file() and (run / "report.md").is_file()
     log = (run / "train.log").read_text()
     assert log.count("[cnn] epoch 2/2") == 1
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_torchrun_shares_the_tiles_of_one_map_and_writes_it_once(tmp_path):
+    data = object_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--stage", "cnn", "--out", str(run), *TINY]) == 0
+    cube = sorted((data / "bright").glob("*.npy"))[0]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port())]
+    predict = ["predict", str(run), str(cube), "--map", "--tile", "6", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [*launch, "-m", "s3fn", *predict], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("wrote:") == 1  # rank 0 alone reports
+    assert not list(tmp_path.glob(".*partial*"))  # scratch arrays removed
+    with rasterio.open(tmp_path / f"{cube.stem}_labels.tif") as stored:
+        shared = stored.read(1).astype(int) - 1
+    expected = Classifier.load(run / "bundle").predict_map(np.load(cube), tile=6)
+    np.testing.assert_array_equal(shared, expected)

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from s3fn.cli.common import print_outputs, set_threads
+from s3fn.cli.evaluate import locate
+from s3fn.cli.mapping import map_cubes, preview
 from s3fn.cli.progress import Progress
+from s3fn.data import read_cube
+from s3fn.data.sources import open_source
+from s3fn.inference import Classifier
+from s3fn.inference.maps import DEFAULT_TILE
+from s3fn.train import distributed as dist
 
 
 def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -19,12 +26,23 @@ def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentPa
         parents=[parent],
         help="classify cubes with a bundle",
         description="Classify each CUBE with the bundle: one label per image (a vote over "
-        "windows inside the object), or with --map a label per pixel, written as <stem>.npy "
-        "(class indices, -1 = none) and <stem>.png with a legend.",
+        "windows inside the object), or with --map a label per pixel, written tile by tile as "
+        "<stem>_labels.tif (GeoTIFF with the cube's CRS, class names and colours; --format envi "
+        "for an ENVI classification file), optionally <stem>_probabilities, and a PNG preview. "
+        "Under torchrun the cubes (or the tiles of one cube) are shared across the processes.",
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="bundle folder (or a run folder)")
     parser.add_argument("cubes", nargs="+", metavar="CUBE", help="cube files (any format)")
     parser.add_argument("--map", action="store_true", help="label every pixel")
+    parser.add_argument(
+        "--format", choices=("tif", "envi"), default="tif", help="map file format (default: tif)"
+    )
+    parser.add_argument(
+        "--probabilities", action="store_true", help="with --map, also the class probabilities"
+    )
+    parser.add_argument(
+        "--tile", type=int, default=DEFAULT_TILE, help=f"map tile side (default: {DEFAULT_TILE})"
+    )
     parser.add_argument("--key", help="array name inside .mat/.npz/HDF5 cube files")
     parser.add_argument("--out", help="folder for predictions.csv / the maps (default: .)")
     parser.add_argument("--threads", type=int, help="CPU threads")
@@ -33,37 +51,64 @@ def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Predict every cube; print the labels and where the files went."""
-    from s3fn.cli.evaluate import locate
-    from s3fn.data import read_cube
-    from s3fn.inference import Classifier
-    from s3fn.report import label_map
-
     set_threads(args.threads)
     classifier = Classifier.load(locate(args.bundle)[0])
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(args.quiet)
+    if args.map:
+        group = dist.init_from_env()
+        progress = Progress(args.quiet or (group is not None and not group.is_writer))
+        try:
+            written = _maps(classifier, args, out, progress)
+        finally:
+            dist.shutdown()
+        if group is None or group.is_writer:
+            print_outputs("wrote:", written)
+        return 0
     written, rows = [], []
-    for name in progress.each(args.cubes, "predicting", "cube"):
-        cube = read_cube(name, key=args.key)
-        if args.map:
-            labels = np.asarray(classifier.predict_map(cube))
-            stem = out / Path(name).name.split(".")[0]
-            np.save(stem.with_suffix(".npy"), labels)
-            label_map(labels, classifier.class_names, stem.with_suffix(".png"), Path(name).name)
-            counts = np.bincount(labels[labels >= 0], minlength=len(classifier.class_names))
-            top = classifier.class_names[int(counts.argmax())]
-            print(f"{name}: {labels.shape[0]}x{labels.shape[1]} map, most pixels {top}")
-            written += [stem.with_suffix(".npy"), stem.with_suffix(".png")]
-        else:
-            prediction = classifier.predict_image(cube)
-            confidence = float(prediction.probabilities[prediction.index])
-            print(f"{name}: {prediction.label} (mean probability {confidence:.3f})")
-            rows.append((name, prediction.label, f"{confidence:.4f}"))
-    if rows:
-        table = out / "predictions.csv"
-        with table.open("w", newline="") as handle:
-            csv.writer(handle).writerows([("cube", "label", "probability"), *rows])
-        written.append(table)
-    print_outputs("wrote:", written)
+    for name in Progress(args.quiet).each(args.cubes, "predicting", "cube"):
+        prediction = classifier.predict_image(read_cube(name, key=args.key))
+        confidence = float(prediction.probabilities[prediction.index])
+        print(f"{name}: {prediction.label} (mean probability {confidence:.3f})")
+        rows.append((name, prediction.label, f"{confidence:.4f}"))
+    table = out / "predictions.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("cube", "label", "probability"), *rows])
+    print_outputs("wrote:", [table])
     return 0
+
+
+def _maps(
+    classifier: Classifier, args: argparse.Namespace, out: Path, progress: Progress
+) -> list[Path]:
+    written = map_cubes(
+        classifier,
+        args.cubes,
+        out,
+        fmt=args.format,
+        probabilities=args.probabilities,
+        key=args.key,
+        tile=args.tile,
+        progress=progress,
+    )
+    dist.barrier()
+    for path in written:
+        if path.name.split(".")[0].endswith("_labels"):
+            shown = preview(path, classifier.class_names, path.name)
+            counts = _class_counts(path, len(classifier.class_names))
+            top = classifier.class_names[int(counts.argmax())]
+            print(f"{path}: most pixels {top}")
+            if shown is not None:
+                written = [*written, shown]
+    return written
+
+
+def _class_counts(labels_path: Path, k: int) -> np.ndarray:
+    """Pixels per class of a written label map, read tile by tile."""
+    counts = np.zeros(k + 1, dtype=np.int64)
+    with open_source(labels_path) as source:
+        height, width = source.shape[:2]
+        for row in range(0, height, 1024):
+            block = source.read(slice(row, min(height, row + 1024)), slice(0, width))
+            counts += np.bincount(block[..., 0].astype(np.int64).ravel(), minlength=k + 1)
+    return counts[1:]

@@ -8,7 +8,8 @@ training builds one with `s3fn.train.train_classifier`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,18 @@ from torch import nn
 
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
+from s3fn.data.sources import CubeSource, from_array
 from s3fn.evaluate.metrics import Report
 from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
 from s3fn.inference.bands import band_map
 from s3fn.inference.bundle import load_bundle, save_bundle
+from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
+from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
 from s3fn.models.inputs import as_window
 
 KINDS = ("object", "scene")
@@ -125,27 +130,102 @@ class Classifier:
 
     def predict_map(
         self,
-        cube: Cube | np.ndarray,
+        cube: Cube | np.ndarray | CubeSource,
         mask: np.ndarray | None = None,
         *,
         return_probabilities: bool = False,
+        tile: int = DEFAULT_TILE,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """H x W map of class indices, -1 outside `mask` (default: every pixel); with
-        `return_probabilities`, also the H x W x K probabilities (0 outside the mask)."""
-        data = self._check_cube(cube, "predict_map")
-        height, width = data.shape[:2]
-        if mask is None:
-            pixels = np.argwhere(np.ones((height, width), dtype=bool))
-        else:
-            pixels = np.argwhere(object_mask(data, mask, self.mask_threshold, "predict_map"))
-        labels, probabilities = self._classify_centres(data, pixels, "predict_map")
+        `return_probabilities`, also the H x W x K probabilities (0 outside the mask).
+
+        Each pixel gets the label of the window centred on it (reflect-padded at the borders);
+        the network runs densely over `tile` x `tile` tiles. A `CubeSource` is read lazily, but
+        the map itself is returned in memory: `write_map` writes a larger one tile by tile.
+        """
+        source = self._source(cube)
+        height, width = source.shape[:2]
         label_map = np.full((height, width), -1, dtype=np.int64)
-        label_map[pixels[:, 0], pixels[:, 1]] = labels
-        if not return_probabilities:
-            return label_map
         prob_map = np.zeros((height, width, len(self.class_names)), dtype=np.float32)
-        prob_map[pixels[:, 0], pixels[:, 1]] = probabilities
-        return label_map, prob_map
+        for part in self.map_tiles(source, mask, tile=tile):
+            rows, cols = part.labels.shape
+            label_map[part.row0 : part.row0 + rows, part.col0 : part.col0 + cols] = part.labels
+            window = (slice(part.row0, part.row0 + rows), slice(part.col0, part.col0 + cols))
+            prob_map[window] = part.probabilities
+        return (label_map, prob_map) if return_probabilities else label_map
+
+    def map_tiles(
+        self,
+        source: CubeSource,
+        mask: np.ndarray | None = None,
+        *,
+        tile: int = DEFAULT_TILE,
+        origins: Iterable[tuple[int, int]] | None = None,
+    ) -> Iterator[MapTile]:
+        """The map of `source` tile by tile (see `s3fn.inference.maps.map_tiles`)."""
+        where = f"predict_map: {source.path or 'cube'}"
+        to_bands = band_map(
+            self.preprocessor, source.shape[2], source.wavelengths, source.fwhm, where
+        )
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != source.shape[:2]:
+                raise S3FNDataError(
+                    f"{where}: mask is {mask.shape}; expected {source.shape[:2]} like the cube"
+                )
+        return map_tiles(
+            self.model,
+            self.preprocessor,
+            to_bands,
+            source,
+            self.window,
+            mask=mask,
+            tile=tile,
+            origins=origins,
+            batch_size=self.batch_size,
+            where=where,
+        )
+
+    def write_map(
+        self,
+        cube: Cube | np.ndarray | CubeSource,
+        labels_path: str | os.PathLike,
+        *,
+        probabilities_path: str | os.PathLike | None = None,
+        mask: np.ndarray | None = None,
+        tile: int = DEFAULT_TILE,
+        on_tile: Callable[[MapTile], None] | None = None,
+    ) -> list[Path]:
+        """Write the label map (GeoTIFF .tif or ENVI .hdr, by suffix; georeferenced like the
+        cube where it is) and optionally the probabilities, tile by tile; returns the files.
+
+        `on_tile` is called after each tile is written (e.g. to advance a progress bar).
+        """
+        source = self._source(cube)
+        height, width = source.shape[:2]
+        common = {
+            "height": height,
+            "width": width,
+            "class_names": self.class_names,
+            "crs": source.crs,
+            "transform": source.transform,
+        }
+        with ExitStack() as stack:
+            labels = stack.enter_context(open_map_writer(labels_path, kind=LABELS, **common))
+            writers = [labels]
+            if probabilities_path is not None:
+                writers.append(
+                    stack.enter_context(
+                        open_map_writer(probabilities_path, kind=PROBABILITIES, **common)
+                    )
+                )
+            for part in self.map_tiles(source, mask, tile=tile):
+                labels.write(part.row0, part.col0, part.labels)
+                if probabilities_path is not None:
+                    writers[1].write(part.row0, part.col0, part.probabilities)
+                if on_tile is not None:
+                    on_tile(part)
+        return [writer.path for writer in writers]
 
     def evaluate(
         self, data: ObjectDataset | SceneDataset, part: Sequence[int] | np.ndarray | None = None
@@ -226,6 +306,13 @@ class Classifier:
             where,
         )
         return to_bands(data)
+
+    def _source(self, cube: Cube | np.ndarray | CubeSource) -> CubeSource:
+        if isinstance(cube, CubeSource):
+            return cube
+        if isinstance(cube, Cube):
+            return from_array(cube)
+        return from_array(as_cube_array(np.asarray(cube), "predict_map", "cube"))
 
     def _window_probabilities(
         self, data: np.ndarray, mask: np.ndarray | None, where: str

@@ -1,0 +1,147 @@
+"""`s3fn predict --map`: one map per cube, written tile by tile, shared across processes.
+
+Under torchrun the cubes are dealt to the processes, one whole cube each, while there are at
+least as many cubes as processes; otherwise every cube's tiles are dealt instead, each process
+writes its tiles into shared scratch arrays beside the output, and rank 0 alone writes the
+final files from them. Either way every output is written once, by one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from s3fn.cli.progress import Progress
+from s3fn.data.sources import CubeSource, open_source
+from s3fn.inference import Classifier
+from s3fn.inference.maps import tile_origins
+from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
+from s3fn.train import distributed as dist
+
+SUFFIXES = {"tif": ".tif", "envi": ".hdr"}
+PREVIEW_PIXELS = 25_000_000  # PNG previews of larger maps would not be legible anyway
+
+
+def map_paths(out: Path, cube: str, fmt: str, probabilities: bool) -> list[Path]:
+    """Where the label map (and the probabilities) of `cube` go."""
+    stem = out / Path(cube).name.split(".")[0]
+    suffix = SUFFIXES[fmt]
+    paths = [stem.with_name(f"{stem.name}_labels{suffix}")]
+    if probabilities:
+        paths.append(stem.with_name(f"{stem.name}_probabilities{suffix}"))
+    return paths
+
+
+def map_cubes(
+    classifier: Classifier,
+    cubes: Sequence[str],
+    out: Path,
+    *,
+    fmt: str,
+    probabilities: bool,
+    key: str | None,
+    tile: int,
+    progress: Progress,
+) -> list[Path]:
+    """Write every cube's map; returns the files this process wrote."""
+    group = dist.current()
+    rank, world = (0, 1) if group is None else (group.rank, group.world_size)
+    written = []
+    for i, cube in enumerate(cubes):
+        paths = map_paths(out, cube, fmt, probabilities)
+        with open_source(cube, key=key) as source:
+            if world == 1 or len(cubes) >= world:
+                if i % world == rank:
+                    written += _whole(classifier, source, paths, tile, progress)
+            else:
+                written += _shared(classifier, source, paths, tile, progress, rank, world)
+    return written
+
+
+def _whole(
+    classifier: Classifier, source: CubeSource, paths: list[Path], tile: int, progress: Progress
+) -> list[Path]:
+    height, width = source.shape[:2]
+    bar = progress.bar(len(tile_origins(height, width, tile)), f"mapping {source.path}", "tile")
+    try:
+        return classifier.write_map(
+            source,
+            paths[0],
+            probabilities_path=paths[1] if len(paths) > 1 else None,
+            tile=tile,
+            on_tile=lambda _: bar.update(1),
+        )
+    finally:
+        bar.close()
+
+
+def _shared(
+    classifier: Classifier,
+    source: CubeSource,
+    paths: list[Path],
+    tile: int,
+    progress: Progress,
+    rank: int,
+    world: int,
+) -> list[Path]:
+    """This rank's tiles into scratch arrays, then (rank 0) the final files from them."""
+    height, width = source.shape[:2]
+    k = len(classifier.class_names)
+    scratch = [path.with_name(f".{path.name}.partial.npy") for path in paths]
+    shapes = [((height, width), np.int32), ((height, width, k), np.float32)][: len(paths)]
+    if rank == 0:
+        for path, (shape, dtype) in zip(scratch, shapes, strict=True):
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+    dist.barrier()
+    arrays = [np.load(path, mmap_mode="r+") for path in scratch]
+    origins = tile_origins(height, width, tile)[rank::world]
+    bar = progress.bar(len(origins), f"mapping {source.path} (rank {rank})", "tile")
+    for part in classifier.map_tiles(source, tile=tile, origins=origins):
+        rows, cols = part.labels.shape
+        where = (slice(part.row0, part.row0 + rows), slice(part.col0, part.col0 + cols))
+        arrays[0][where] = part.labels
+        if len(arrays) > 1:
+            arrays[1][where] = part.probabilities
+        bar.update(1)
+    bar.close()
+    for array in arrays:
+        array.flush()
+    del arrays
+    dist.barrier()
+    written = []
+    if rank == 0:
+        kinds = (LABELS, PROBABILITIES)
+        for path, partial, kind in zip(paths, scratch, kinds, strict=False):
+            stored = np.load(partial, mmap_mode="r")
+            with open_map_writer(
+                path,
+                height=height,
+                width=width,
+                class_names=classifier.class_names,
+                crs=source.crs,
+                transform=source.transform,
+                kind=kind,
+            ) as writer:
+                for row0, col0 in tile_origins(height, width, tile):
+                    writer.write(
+                        row0, col0, np.asarray(stored[row0 : row0 + tile, col0 : col0 + tile])
+                    )
+            del stored
+            partial.unlink()
+            written.append(path)
+    dist.barrier()
+    return written
+
+
+def preview(labels_path: Path, class_names: list[str], title: str) -> Path | None:
+    """A PNG of the written label map with a legend, where the map is small enough to show."""
+    from s3fn.report import label_map
+
+    with open_source(labels_path) as source:
+        height, width = source.shape[:2]
+        if height * width > PREVIEW_PIXELS:
+            return None
+        labels = source.read(slice(0, height), slice(0, width))[..., 0].astype(np.int64) - 1
+    return label_map(labels, class_names, labels_path.with_suffix(".png"), title)

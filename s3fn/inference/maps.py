@@ -1,0 +1,140 @@
+"""Scene maps tile by tile: read a tile and its halo, run the network densely, hand it on.
+
+A scene larger than memory is read lazily (`s3fn.data.sources`), one tile plus the half-window
+halo its border pixels need, reflect-padded where the halo leaves the scene exactly as the
+per-window path pads the whole scene. Every pixel gets the label its own window would get;
+the tiling never changes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from s3fn.data.preprocess import Preprocessor
+from s3fn.data.sources import CubeSource
+from s3fn.data.windows import WindowCutter
+from s3fn.evaluate.predict import predict_probabilities
+from s3fn.inference.dense import dense_probabilities, supports_dense
+from s3fn.inference.pixels import check_reflect_size
+
+DEFAULT_TILE = 256
+
+
+@dataclass(frozen=True, eq=False)
+class MapTile:
+    """One tile of a map: its top-left pixel, class indices (h x w, -1 outside the mask) and
+    class probabilities (h x w x K, 0 outside the mask)."""
+
+    row0: int
+    col0: int
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+
+def tile_origins(height: int, width: int, tile: int = DEFAULT_TILE) -> list[tuple[int, int]]:
+    """Top-left pixels of the `tile` x `tile` tiles that cover an H x W scene, row by row."""
+    if tile < 1:
+        raise ValueError(f"tile={tile}; expected a positive tile side")
+    return [(r, c) for r in range(0, height, tile) for c in range(0, width, tile)]
+
+
+def map_tiles(
+    model: nn.Module,
+    preprocessor: Preprocessor,
+    to_bands: Callable[[np.ndarray], np.ndarray],
+    source: CubeSource,
+    window: tuple[int, int],
+    *,
+    mask: np.ndarray | None = None,
+    tile: int = DEFAULT_TILE,
+    origins: Iterable[tuple[int, int]] | None = None,
+    batch_size: int = 256,
+    where: str = "predict_map",
+) -> Iterator[MapTile]:
+    """The map of `source`, tile by tile (all tiles, or those at `origins`), in that order.
+
+    `to_bands` maps the source's bands to those `preprocessor` takes; `mask` (H x W bool)
+    limits the labelled pixels. The network runs densely where it can (`supports_dense`),
+    else window by window.
+    """
+    height, width = source.shape[:2]
+    check_reflect_size(height, width, window, where)
+    if mask is not None and mask.shape != (height, width):
+        raise ValueError(f"{where}: mask is {mask.shape}; expected {(height, width)}")
+    device = next(model.parameters()).device
+    dense = supports_dense(model)
+    for row0, col0 in origins if origins is not None else tile_origins(height, width, tile):
+        rows, cols = min(tile, height - row0), min(tile, width - col0)
+        planes = _haloed_tile(source, preprocessor, to_bands, window, row0, col0, rows, cols)
+        if dense:
+            probabilities = dense_probabilities(model, torch.from_numpy(planes), window)
+            probabilities = probabilities.cpu().numpy()
+        else:
+            probabilities = _per_window(model, planes, window, rows, cols, batch_size, device)
+        labels = probabilities.argmax(axis=2).astype(np.int64)
+        if mask is not None:
+            outside = ~mask[row0 : row0 + rows, col0 : col0 + cols]
+            labels[outside] = -1
+            probabilities[outside] = 0.0
+        yield MapTile(row0, col0, labels, probabilities)
+
+
+def _haloed_tile(
+    source: CubeSource,
+    preprocessor: Preprocessor,
+    to_bands: Callable[[np.ndarray], np.ndarray],
+    window: tuple[int, int],
+    row0: int,
+    col0: int,
+    rows: int,
+    cols: int,
+) -> np.ndarray:
+    """C x (rows + h - 1) x (cols + w - 1) preprocessed planes: the tile, its halo, and the
+    reflection of the scene where the halo leaves it."""
+    height, width = source.shape[:2]
+    row_index = _reflected(row0, rows, window[0], height)
+    col_index = _reflected(col0, cols, window[1], width)
+    r_lo, c_lo = int(row_index.min()), int(col_index.min())
+    block = source.read(
+        slice(r_lo, int(row_index.max()) + 1), slice(c_lo, int(col_index.max()) + 1)
+    )
+    transformed = preprocessor.transform_pixels(to_bands(block))
+    haloed = transformed[np.ix_(row_index - r_lo, col_index - c_lo)]
+    return np.ascontiguousarray(np.moveaxis(haloed, 2, 0))
+
+
+def _reflected(start: int, count: int, size: int, length: int) -> np.ndarray:
+    """Scene indices of a tile's pixels and the window's halo on one axis, reflected at the
+    scene's borders as `numpy.pad(mode="reflect")` pads the whole scene."""
+    before = size // 2
+    index = np.arange(start - before, start + count + size - before - 1)
+    index = np.where(index < 0, -index, index)
+    return np.where(index >= length, 2 * (length - 1) - index, index)
+
+
+def _per_window(
+    model: nn.Module,
+    planes: np.ndarray,
+    window: tuple[int, int],
+    rows: int,
+    cols: int,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    cutter = WindowCutter(np.moveaxis(planes, 0, 2), window)
+    origins = np.argwhere(np.ones((rows, cols), dtype=bool))
+    chunks = [
+        predict_probabilities(
+            model,
+            torch.from_numpy(cutter.at_origins(origins[start : start + batch_size])),
+            batch_size=batch_size,
+            device=device,
+        )
+        for start in range(0, len(origins), batch_size)
+    ]
+    return np.concatenate(chunks).reshape(rows, cols, -1)
