@@ -477,3 +477,24 @@ def test_netcdf_with_several_variables_needs_a_key(tmp_path):
         np.testing.assert_array_equal(source.read(slice(None), slice(None)), 2.0)
     with pytest.raises(S3FNDataError, match=r"no variable named 'wind'; expected one of"):
         open_source(path, key="wind")
+
+
+def test_reading_a_mapped_scene_strip_by_strip_does_not_accumulate_in_memory(tmp_path):
+    """Each read drops its pages from the map, so a scene larger than memory can be streamed."""
+    path = tmp_path / "scene.npy"
+    mapped = np.lib.format.open_memmap(path, "w+", np.float32, (1000, 1000, 40))
+    mapped[:] = 0.5
+    mapped.flush()
+    del mapped
+
+    def resident_mb() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    with open_source(path) as source:
+        source.read(slice(0, 50), slice(0, 1000))
+        before = resident_mb()
+        for row in range(0, 1000, 50):
+            strip = source.read(slice(row, row + 50), slice(0, 1000))
+        assert float(strip.mean()) == 0.5
+    assert resident_mb() - before < 40  # the file is 160 MB; one strip is 8 MB

@@ -9,6 +9,7 @@ its pixels lie on the ground (CRS as WKT, GDAL geotransform).
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import warnings
@@ -157,7 +158,9 @@ class _ArraySource(CubeSource):
         self._handle = handle
 
     def _read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        return self._array[r0:r1, c0:c1, :]  # type: ignore[index]
+        block = np.array(self._array[r0:r1, c0:c1, :])  # type: ignore[index]
+        _release_pages(self._array)
+        return block
 
     def close(self) -> None:
         """Release the memory map or close the HDF5 file."""
@@ -190,6 +193,15 @@ class _RasterSource(CubeSource):
         super().close()
         for dataset, _ in self._parts:
             dataset.close()
+
+
+def _release_pages(array: Any) -> None:
+    """Drop the pages a read touched from this process's memory map: they stay in the page
+    cache, but a scene read tile by tile no longer accumulates in the resident set."""
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "_mmap", None) or getattr(array, "base", None)
+    if isinstance(array, mmap.mmap):
+        array.madvise(mmap.MADV_DONTNEED)
 
 
 def open_source(path: str | os.PathLike, *, key: str | None = None) -> CubeSource:
