@@ -10,9 +10,10 @@ stored as raw uint16 images with their water-absorption bands (`small-objects`, 
 
 Methods: `default` (what a user's first `s3fn train` does: `s3fn.cli.train.train_run` with the
 default options and the class descriptions), `paper` (the same with `preset="paper"`), `cnn`
-(the plain 3D-CNN, `stage="cnn"`), and two scikit-learn baselines on spectra, `linear`
-(softmax regression) and `svm` (RBF-SVM, small CV grid): per object image on its mean spectrum,
-per pixel on scenes. Every method of a (dataset, seed) uses the split.json of the `default` run.
+(the plain 3D-CNN: `stage="cnn"` without the spectral branch), and two scikit-learn baselines
+on spectra, `linear` (softmax regression) and `svm` (RBF-SVM, small CV grid): per object
+image on its mean spectrum, per pixel on scenes. Every method of a (dataset, seed) uses the
+split.json of the `default` run.
 
 Each finished (dataset, method, seed) is cached as JSON under --work, so an interrupted run
 resumes (--fresh ignores the cache). The results go to benchmarks/results/accuracy.json and to
@@ -77,26 +78,28 @@ DATASETS = ("materials", "small-objects", "materials-scene", "samson", "jasper-r
 OBJECT_DATASETS = ("materials", "small-objects")
 METHODS = ("default", "paper", "cnn", "linear", "svm")
 CORRUPTIONS = ("mixed", "first-sentence", "swapped")
-SEMANTIC_METHODS = ("default", "cnn", *CORRUPTIONS)
+SEMANTIC_METHODS = ("default", "no-semantics", *CORRUPTIONS)
 SKLEARN_METHODS = ("linear", "svm")
 # What each training method changes in the default `TrainConfig`.
 TRAIN_CHANGES: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"preset": "paper"},
-    "cnn": {"stage": "cnn"},
+    "cnn": {"stage": "cnn", "spectral_branch": False},
+    "no-semantics": {"stage": "cnn"},
     **{name: {} for name in CORRUPTIONS},
 }
 LABELS = {
     "default": "S3FN, default options",
     "paper": "S3FN, paper preset",
-    "cnn": "3D-CNN (stage cnn)",
+    "cnn": "plain 3D-CNN (stage cnn, no spectral branch)",
+    "no-semantics": "the default without semantics (stage cnn)",
     "linear": "softmax regression on spectra",
     "svm": "RBF-SVM on spectra",
     "mixed": "S3FN, half of each class's sentences from other classes",
     "first-sentence": "S3FN, descriptions cut to their first sentence",
     "swapped": "S3FN, every class given another class's text",
 }
-SEMANTIC_LABELS = {**LABELS, "default": "S3FN", "cnn": "no semantics (stage cnn)"}
+SEMANTIC_LABELS = {**LABELS, "default": "S3FN"}
 OBJECT_TRAIN, OBJECT_VAL = 5, 2
 SEMANTIC_TRAIN = (3, 5, 10)
 MIXED_FRACTION = 0.5

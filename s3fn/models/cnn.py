@@ -23,8 +23,9 @@ class SpectralSpatialCNN(nn.Module):
     Input N x 1 x C x h x w (or N x C x h x w) with C = `in_bands` (PCA components) and
     h x w = `window`. Valid padding by default as in the paper; `padding=1` keeps sizes through
     each convolution, for inputs too small for the valid architecture. With `spectral_branch`,
-    the window's mean spectrum enters the feature layer too (Dense(C -> 128) added before its
-    ReLU), which gives small training sets the direct spectral evidence a linear model uses.
+    the window's mean spectrum and its centre pixel's spectrum enter the feature layer too
+    (Dense(2C -> 128) added before its ReLU): the direct spectral evidence a linear model uses,
+    which small training sets and sharp class borders need.
     `pools` (the 2x2x2 pool after each block: "avg" or None) defaults to the paper's; without
     pools the valid architecture takes windows down to 7 x 7, for small objects and scenes.
     """
@@ -85,7 +86,7 @@ class SpectralSpatialCNN(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         flat = self.channels[-1] * out_shape[0] * out_shape[1] * out_shape[2]
         self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim))
-        self.spectral = nn.Linear(self.in_bands, self.feature_dim) if spectral_branch else None
+        self.spectral = nn.Linear(2 * self.in_bands, self.feature_dim) if spectral_branch else None
         self.classifier = classifier_head(
             self.feature_dim, self.hidden_dim, self.n_classes, self.dropout
         )
@@ -105,8 +106,13 @@ class SpectralSpatialCNN(nn.Module):
         x = as_model_input(x, self.in_bands, self.window, type(self).__name__)
         z = self.feature(self.blocks(x))
         if self.spectral is not None:
-            z = z + self.spectral(x.mean(dim=(3, 4)).flatten(1))
+            z = z + self.spectral(self.spectral_input(x))
         return torch.relu(z)
+
+    def spectral_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2C): each window's mean spectrum, then its centre pixel's (at h // 2, w // 2)."""
+        h, w = self.window
+        return torch.cat([x.mean(dim=(3, 4)).flatten(1), x[:, 0, :, h // 2, w // 2]], dim=1)
 
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits (N, n_classes) from `features` output."""
