@@ -10,6 +10,8 @@ Object-level, from files to a DataLoader::
     stores = prepare_object_stores(dataset, split, "stores/", windows_per_image=20, size=32)
     loader = DataLoader(stores["train"], batch_size=32, shuffle=True, num_workers=2)
 
+Scenes larger than memory: `open_source(path)` reads a cube window by window.
+
 Scene-level: `SceneDataset.from_files(cube, labels, class_names)`, then
 `split_scene(scene.labels, scene.class_names, window)` and `prepare_scene_stores(...)`.
 """
@@ -31,12 +33,16 @@ from s3fn.data.pipeline import (
 )
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.readers import read_cube, read_labels
+from s3fn.data.resample import BandResampler
+from s3fn.data.sources import CubeSource, from_array, open_source
 from s3fn.data.splits import ObjectSplit, SceneSplit, check_no_leak, split_objects, split_scene
 from s3fn.data.store import WindowStore, WindowStoreWriter
 from s3fn.data.windows import WindowCutter, sample_origins, valid_origins, window_sums
 
 __all__ = [
+    "BandResampler",
     "Cube",
+    "CubeSource",
     "LeakageError",
     "ObjectDataset",
     "ObjectImage",
@@ -53,10 +59,12 @@ __all__ = [
     "builtin",
     "check_no_leak",
     "cut_object_windows",
+    "from_array",
     "fit_object_preprocessor",
     "fit_scene_preprocessor",
     "iter_object_windows",
     "iter_scene_windows",
+    "open_source",
     "prepare_object_stores",
     "prepare_scene_stores",
     "read_cube",
