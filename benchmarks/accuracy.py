@@ -78,7 +78,9 @@ DATASETS = ("materials", "small-objects", "materials-scene", "samson", "jasper-r
 OBJECT_DATASETS = ("materials", "small-objects")
 METHODS = ("default", "paper", "cnn", "linear", "svm")
 CORRUPTIONS = ("mixed", "first-sentence", "swapped")
-SEMANTIC_METHODS = ("default", "no-semantics", *CORRUPTIONS)
+# Other ways the text can shape learning, beside the default's read-out.
+TEXT_VARIANTS = ("joint", "learnable-prototypes", "text-targets", "paper-head")
+SEMANTIC_METHODS = ("default", "no-semantics", *TEXT_VARIANTS, *CORRUPTIONS)
 SKLEARN_METHODS = ("linear", "svm")
 # What each training method changes in the default `TrainConfig`.
 TRAIN_CHANGES: dict[str, dict[str, Any]] = {
@@ -86,6 +88,10 @@ TRAIN_CHANGES: dict[str, dict[str, Any]] = {
     "paper": {"preset": "paper"},
     "cnn": {"stage": "cnn", "spectral_branch": False},
     "no-semantics": {"stage": "cnn"},
+    "joint": {"stage": "joint"},
+    "learnable-prototypes": {"prototypes": "learnable"},
+    "text-targets": {"text_targets": 0.1},
+    "paper-head": {"temperature": "fixed", "init_scale": 1.0},
     **{name: {} for name in CORRUPTIONS},
 }
 LABELS = {
@@ -93,6 +99,10 @@ LABELS = {
     "paper": "S3FN, paper preset",
     "cnn": "plain 3D-CNN (stage cnn, no spectral branch)",
     "no-semantics": "the default without semantics (stage cnn)",
+    "joint": "S3FN trained end to end (stage joint)",
+    "learnable-prototypes": "S3FN, class prototypes initialised from the text, then learnt",
+    "text-targets": "S3FN, CNN stage targets softened by text similarity (0.1)",
+    "paper-head": "S3FN, the paper's plain cosine (fixed scale 1)",
     "linear": "softmax regression on spectra",
     "svm": "RBF-SVM on spectra",
     "mixed": "S3FN, half of each class's sentences from other classes",
@@ -788,8 +798,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=METHODS,
-        help="default: all (default always runs: its split is the others')",
+        choices=sorted({*METHODS, *SEMANTIC_METHODS}),
+        help="default: all of the table's (default always runs: its split is the others')",
+    )
+    parser.add_argument(
+        "--counts",
+        nargs="+",
+        type=int,
+        help=f"training images per class of the semantics study (default {SEMANTIC_TRAIN})",
     )
     parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default {DEFAULT_SEEDS})")
     parser.add_argument("--quick", action="store_true", help="a ~5-minute check (see QUICK)")
@@ -808,8 +824,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be >= 1")
-    if args.semantics and args.methods:
-        parser.error(f"--semantics runs its own methods ({', '.join(SEMANTIC_METHODS)})")
+    table = SEMANTIC_METHODS if args.semantics else METHODS
+    stray = [m for m in args.methods or () if m not in table]
+    if stray:
+        parser.error(f"method {stray[0]!r} is not in this table; expected {', '.join(table)}")
+    if args.counts and not args.semantics:
+        parser.error("--counts sets the training sizes of --semantics")
     return args
 
 
@@ -834,11 +854,12 @@ def select(args: argparse.Namespace) -> Selection:
         return Selection("accuracy", list(wanted), methods, (OBJECT_TRAIN,), seeds, {})
     wanted = args.datasets or (QUICK.semantic_datasets if args.quick else OBJECT_DATASETS)
     why = "the semantics study uses the object datasets only"
+    counts = args.counts or (QUICK.semantic_train if args.quick else SEMANTIC_TRAIN)
     return Selection(
         "semantics",
         [n for n in wanted if n in OBJECT_DATASETS],
-        list(SEMANTIC_METHODS),
-        QUICK.semantic_train if args.quick else SEMANTIC_TRAIN,
+        ["default", *[m for m in args.methods or SEMANTIC_METHODS if m != "default"]],
+        tuple(counts),
         seeds,
         {n: why for n in wanted if n not in OBJECT_DATASETS},
     )

@@ -124,6 +124,17 @@ class TrainConfig:
         None, "cosine-logit scale", str, choices=("fixed", "learnable")
     )
     init_scale: float | None = _option(None, "(initial) scale of the cosine logits", (int, float))
+    prototypes: str | None = _option(
+        None,
+        "class vectors of the cosine logits: the text embeddings (fixed) or learnt from them",
+        str,
+        choices=("fixed", "learnable"),
+    )
+    text_targets: float | None = _option(
+        None,
+        "target mass the CNN stage moves onto the classes with the most similar descriptions",
+        (int, float),
+    )
     head_dim: int | None = _option(None, "semantic head width (default: text dimension)", int)
     channels: list[int] = field(
         default_factory=lambda: [32, 64, 128],

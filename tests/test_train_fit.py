@@ -179,3 +179,46 @@ def test_augment_scale_flip_rot90():
         Augment(rot90=True)(torch.ones(1, 2, 3, 4))
     with pytest.raises(ValueError, match="0 < lo <= hi"):
         Augment(scale=(1.1, 0.9))
+
+
+def test_text_soft_targets_follow_the_descriptions_similarity():
+    from s3fn.train.stages import text_soft_targets
+
+    embeddings = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0]])
+    targets = text_soft_targets(embeddings, 0.2)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(targets.diagonal(), torch.full((3,), 0.8))
+    assert targets[0, 1] > 10 * targets[0, 2]  # class 0's text is close to class 1's, not 2's
+    torch.testing.assert_close(targets[2, :2], torch.full((2,), 0.1))  # 2 is as far from both
+
+
+def test_text_targets_shape_the_cnn_stage_loss_and_need_class_embeddings():
+    from s3fn.train.stages import plan_stage, text_soft_targets
+
+    model = mlp_s3fn()
+    x, y = windows(12, 0).tensors
+    plan = plan_stage(model, "cnn", text_targets=0.3)
+    model.eval()  # no dropout: the two losses see the same logits
+    soft = plan.loss(x, y)
+    expected = torch.nn.functional.cross_entropy(
+        model.backbone(x), text_soft_targets(model.class_embeddings, 0.3)[y]
+    )
+    torch.testing.assert_close(soft, expected)
+    plain = plan_stage(model, "cnn")
+    model.eval()
+    assert not torch.allclose(soft, plain.loss(x, y))
+    with pytest.raises(TypeError, match=r"text_targets=0\.3 needs an S3FN model"):
+        plan_stage(SpectralMeanMLP(5, 3), "cnn", text_targets=0.3)
+
+
+def test_learnable_prototypes_start_at_the_text_and_move_in_the_semantic_stage():
+    seed_everything(0)
+    text = torch.randn(3, 6)
+    model = S3FN(SpectralMeanMLP(5, 3, feature_dim=16, hidden_dim=8), text, prototypes="learnable")
+    torch.testing.assert_close(model.targets, text)
+    fit(model, windows(60, 0), windows(30, 1), stage="semantic", epochs=2, batch_size=16)
+    assert not torch.allclose(model.class_prototypes, text)
+    torch.testing.assert_close(model.class_embeddings, text)  # the text itself is kept
+    assert "class_prototypes" in model.state_dict() and model.config()["prototypes"] == "learnable"
+    with pytest.raises(ValueError, match=r"prototypes='moving'"):
+        S3FN(SpectralMeanMLP(5, 3), text, prototypes="moving")

@@ -137,6 +137,8 @@ def fit_options(config: TrainConfig) -> tuple[FitOptions, FitOptions]:
         second = replace(second, epochs=config.semantic_epochs)
     if config.label_smoothing is not None:
         first = replace(first, label_smoothing=config.label_smoothing)
+    if config.text_targets is not None:
+        first = replace(first, text_targets=config.text_targets)
     return first, second
 
 
@@ -260,6 +262,7 @@ def _train(
             head_dim=config.head_dim,
             temperature=config.temperature,
             init_scale=config.init_scale,
+            prototypes=config.prototypes,
             stages=stages,
             options=options,
             semantic_options=semantic_options,

@@ -11,6 +11,7 @@ from torch import nn
 from s3fn.models.layers import ops_module
 
 TEMPERATURES = ("fixed", "learnable")
+PROTOTYPES = ("fixed", "learnable")
 
 
 class S3FN(nn.Module):
@@ -21,7 +22,9 @@ class S3FN(nn.Module):
     Dense(d_text)+ReLU (the paper), or Dense(head_dim)+ReLU -> Dense(d_text)+ReLU with
     `head_dim`. Logits are `scale * cos(head(feature), embedding_k)`: `temperature="fixed"`
     keeps `scale = init_scale` (1.0 is the paper's plain cosine); `"learnable"` learns
-    log(scale) as CLIP does, with the scale clamped to at most `max_scale`.
+    log(scale) as CLIP does, with the scale clamped to at most `max_scale`. `prototypes`
+    "learnable" starts the class vectors the features are compared with at the text embeddings
+    and lets training move them (the text then shapes the start, not the end point).
     The class embeddings are a non-persistent buffer: they are passed to the constructor
     (and saved by `s3fn.Classifier` with the architecture), not stored in the state dict.
     """
@@ -35,6 +38,7 @@ class S3FN(nn.Module):
         temperature: str = "fixed",
         init_scale: float = 1.0,
         max_scale: float = 100.0,
+        prototypes: str = "fixed",
         use_fused_ops: bool = True,
     ) -> None:
         super().__init__()
@@ -57,6 +61,8 @@ class S3FN(nn.Module):
             )
         if temperature not in TEMPERATURES:
             raise ValueError(f"S3FN: temperature={temperature!r}; expected 'fixed' or 'learnable'")
+        if prototypes not in PROTOTYPES:
+            raise ValueError(f"S3FN: prototypes={prototypes!r}; expected 'fixed' or 'learnable'")
         if not 0 < init_scale <= max_scale:
             raise ValueError(
                 f"S3FN: init_scale={init_scale}, max_scale={max_scale}; expected 0 < init <= max"
@@ -70,6 +76,9 @@ class S3FN(nn.Module):
         self.use_fused_ops = use_fused_ops
         self.backbone_frozen = False
         self.register_buffer("class_embeddings", embeddings.clone(), persistent=False)
+        self.prototypes = prototypes
+        if prototypes == "learnable":
+            self.class_prototypes = nn.Parameter(embeddings.clone())
         layers: list[nn.Module] = []
         width = backbone.feature_dim
         if self.head_dim is not None:
@@ -81,6 +90,12 @@ class S3FN(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(math.log(self.init_scale)))
         else:
             self.register_buffer("fixed_scale", torch.tensor(self.init_scale), persistent=False)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The K class vectors the features are compared with: the text embeddings, or the
+        prototypes learnt from them."""
+        return self.class_prototypes if self.prototypes == "learnable" else self.class_embeddings
 
     @property
     def scale(self) -> torch.Tensor:
@@ -100,7 +115,7 @@ class S3FN(nn.Module):
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits (N, K) from `features` output: the head, then the cosine logits."""
         return ops_module(self.use_fused_ops).cosine_logits(
-            self.head(features).float(), self.class_embeddings, self.scale
+            self.head(features).float(), self.targets, self.scale
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +125,7 @@ class S3FN(nn.Module):
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean softmax cross-entropy of the cosine logits (fused; no N x K logits kept)."""
         return ops_module(self.use_fused_ops).cosine_alignment_loss(
-            self.embed(x), self.class_embeddings, target, self.scale
+            self.embed(x), self.targets, target, self.scale
         )
 
     def freeze_backbone(self, frozen: bool = True) -> S3FN:
@@ -138,4 +153,5 @@ class S3FN(nn.Module):
             "temperature": self.temperature,
             "init_scale": self.init_scale,
             "max_scale": self.max_scale,
+            "prototypes": self.prototypes,
         }

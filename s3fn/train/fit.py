@@ -83,7 +83,9 @@ def fit(
     opts = replace(options or FitOptions(), **changes)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    plan = plan_stage(model, stage, label_smoothing=opts.label_smoothing)
+    plan = plan_stage(
+        model, stage, label_smoothing=opts.label_smoothing, text_targets=opts.text_targets
+    )
     ddp = distributed.current()
     writer = ddp is None or ddp.is_writer
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{stage}.pt"

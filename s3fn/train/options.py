@@ -31,7 +31,8 @@ class FitOptions:
     scaling); `deterministic` asks torch for deterministic kernels. `layer_weight_decay` gives
     parameters whose name starts with a prefix their own decay ((prefix, decay) pairs; the
     paper's per-convolution Keras L2), `label_smoothing` softens the cross-entropy targets of
-    the "cnn" stage.
+    the "cnn" stage, and `text_targets` moves that much of each target onto the classes whose
+    descriptions are closest (S3FN models; see `s3fn.train.stages.text_soft_targets`).
     """
 
     epochs: int = 100
@@ -51,6 +52,7 @@ class FitOptions:
     deterministic: bool = True
     layer_weight_decay: tuple[tuple[str, float], ...] = ()
     label_smoothing: float = 0.0
+    text_targets: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -68,6 +70,8 @@ class FitOptions:
             problems.append(f"patience={self.patience} (expected >= 1 or None)")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing={self.label_smoothing} (expected 0 <= x < 1)")
+        if not 0.0 <= self.text_targets < 1.0:
+            problems.append(f"text_targets={self.text_targets} (expected 0 <= x < 1)")
         if any(decay < 0 for _, decay in self.layer_weight_decay):
             problems.append(f"layer_weight_decay={self.layer_weight_decay} (expected >= 0)")
         if self.num_workers < 0:
@@ -109,4 +113,5 @@ class FitOptions:
             "augment": repr(self.augment),
             "layer_weight_decay": [list(pair) for pair in self.layer_weight_decay],
             "label_smoothing": self.label_smoothing,
+            "text_targets": self.text_targets,
         }

@@ -63,6 +63,7 @@ def train_classifier(
     head_dim: int | None = None,
     temperature: str | None = None,
     init_scale: float | None = None,
+    prototypes: str | None = None,
     stages: Sequence[str] = ("cnn", "semantic"),
     options: FitOptions | None = None,
     semantic_options: FitOptions | None = None,
@@ -144,6 +145,7 @@ def train_classifier(
             "head_dim": head_dim,
             "temperature": _given(temperature, recipe.temperature),
             "init_scale": _given(init_scale, recipe.init_scale),
+            "prototypes": _given(prototypes, recipe.prototypes),
             "use_fused_ops": use_fused_ops,
         }
         net = _build(model, in_bands, n_classes, size, embeddings, backbone, head)

@@ -29,6 +29,7 @@ class Preset:
     windows_per_image: int
     temperature: str
     init_scale: float
+    prototypes: str
     cnn: FitOptions = field(default_factory=FitOptions)
     semantic: FitOptions = field(default_factory=lambda: FitOptions(epochs=50))
 
@@ -46,6 +47,7 @@ PRESETS: dict[str, Preset] = {
         windows_per_image=20,
         temperature="learnable",
         init_scale=10.0,
+        prototypes="fixed",
         cnn=FitOptions(
             epochs=40,
             patience=8,
@@ -75,6 +77,7 @@ PRESETS: dict[str, Preset] = {
         windows_per_image=20,
         temperature="fixed",
         init_scale=1.0,
+        prototypes="fixed",
         cnn=FitOptions(
             epochs=100,
             patience=15,
