@@ -18,9 +18,8 @@ from torch import nn
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.sources import CubeSource
 from s3fn.data.windows import WindowCutter
-from s3fn.evaluate.predict import predict_probabilities
 from s3fn.inference.dense import dense_probabilities, supports_dense
-from s3fn.inference.pixels import check_reflect_size
+from s3fn.inference.pixels import batched_probabilities, check_reflect_size
 
 DEFAULT_TILE = 256
 
@@ -128,13 +127,7 @@ def _per_window(
 ) -> np.ndarray:
     cutter = WindowCutter(np.moveaxis(planes, 0, 2), window)
     origins = np.argwhere(np.ones((rows, cols), dtype=bool))
-    chunks = [
-        predict_probabilities(
-            model,
-            torch.from_numpy(cutter.at_origins(origins[start : start + batch_size])),
-            batch_size=batch_size,
-            device=device,
-        )
-        for start in range(0, len(origins), batch_size)
-    ]
-    return np.concatenate(chunks).reshape(rows, cols, -1)
+    probabilities = batched_probabilities(
+        model, cutter.at_origins, origins, batch_size=batch_size, device=device
+    )
+    return probabilities.reshape(rows, cols, -1)

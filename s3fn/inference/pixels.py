@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,15 +41,30 @@ def classify_centres(
     if ((pixels < 0) | (pixels >= (height, width))).any():
         raise S3FNDataError(f"{where}: pixels must lie inside the {height}x{width} cube")
     cutter = WindowCutter(preprocessor.transform_cube(data), window)
+    probabilities = batched_probabilities(
+        model, cutter.at_centres, pixels, batch_size=batch_size, device=device
+    )
+    return probabilities.argmax(axis=1), probabilities
+
+
+def batched_probabilities(
+    model: nn.Module,
+    cut: Callable[[np.ndarray], np.ndarray],
+    points: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Probabilities (P x K) of the windows `cut` makes at `points` (P x 2), cut and classified
+    a batch at a time so that only one batch of windows is ever in memory."""
     chunks = [
         predict_probabilities(
             model,
-            torch.from_numpy(cutter.at_centres(pixels[start : start + batch_size])),
+            torch.from_numpy(cut(points[start : start + batch_size])),
             batch_size=batch_size,
             device=device,
         )
-        for start in range(0, len(pixels), batch_size)
+        for start in range(0, len(points), batch_size)
     ]
     k = getattr(model, "n_classes", 0)
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, k), np.float32)
-    return probabilities.argmax(axis=1), probabilities
+    return np.concatenate(chunks) if chunks else np.zeros((0, k), np.float32)
