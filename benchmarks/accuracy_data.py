@@ -112,11 +112,16 @@ def to_dn(image: np.ndarray) -> np.ndarray:
 
 
 def small_object_image(
-    library: SpectralLibrary, material: str, rng: np.random.Generator
+    library: SpectralLibrary,
+    material: str,
+    rng: np.random.Generator,
+    object_sizes: tuple[int, int] = SMALL_OBJECT_SIZES,
+    image_sizes: tuple[int, int] = SMALL_IMAGE_SIZES,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One small-objects image: (H x W x B reflectance, H x W object mask), B as the library."""
-    size = int(rng.integers(SMALL_OBJECT_SIZES[0], SMALL_OBJECT_SIZES[1] + 1))
-    side = int(rng.integers(max(SMALL_IMAGE_SIZES[0], size + 4), SMALL_IMAGE_SIZES[1] + 1))
+    """One object image: (H x W x B reflectance, H x W object mask), B as the library; the
+    object and image sides are drawn from the given (lo, hi) ranges."""
+    size = int(rng.integers(object_sizes[0], object_sizes[1] + 1))
+    side = int(rng.integers(max(image_sizes[0], size + 4), image_sizes[1] + 1))
     obj = object_image(library, material, size, rng)
     inside = np.any(obj != 0, axis=-1)
     background = library.unlabelled[rng.integers(len(library.unlabelled))]
@@ -136,8 +141,11 @@ def write_small_objects(
     seed: int = 0,
     images_per_class: int = SMALL_IMAGES_PER_CLASS,
     classes: tuple[str, ...] = SMALL_CLASSES,
+    object_sizes: tuple[int, int] = SMALL_OBJECT_SIZES,
+    image_sizes: tuple[int, int] = SMALL_IMAGE_SIZES,
 ) -> Path:
-    """Write the small-objects dataset into `folder` (root/<class>/<image>.hdr + _mask.hdr).
+    """Write the small-objects dataset (or objects of other sizes) into `folder`
+    (root/<class>/<image>.hdr + _mask.hdr).
 
     Written into a sibling folder first and renamed, so a folder that exists is complete.
     """
@@ -153,7 +161,7 @@ def write_small_objects(
             (partial / material).mkdir()
             for i in range(images_per_class):
                 rng = np.random.default_rng([seed, k, i])
-                image, mask = small_object_image(library, material, rng)
+                image, mask = small_object_image(library, material, rng, object_sizes, image_sizes)
                 raw, wavelengths = raw_band_set(image, library.wavelengths, rng)
                 stem = partial / material / f"{material.replace(' ', '_')}_{i:03d}"
                 _save_image(stem, to_dn(raw), wavelengths)
