@@ -47,8 +47,8 @@ def dense_probabilities(
     gets those of the window whose top-left corner is (r, c), as `model` in eval mode gives.
 
     The output is computed in tiles of at most `max_pixels` pixels (whole-width row strips
-    where the scene is narrow enough), which bounds the peak memory: about 1.1 GB per 65536
-    pixels for the paper's network with 30 components and 32 x 32 windows.
+    where the scene is narrow enough), which bounds the peak memory: about 1.2 GB at the
+    default for the paper's network with 30 components and 32 x 32 windows.
     """
     reason = _unsupported(model)
     if reason is not None:
