@@ -126,21 +126,36 @@ def test_torchrun_two_processes_write_one_run_folder(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_torchrun_shares_the_tiles_of_one_map_and_writes_it_once(tmp_path):
+def test_torchrun_shares_maps_by_tile_or_by_file_and_writes_each_once(tmp_path):
     data = object_folder(tmp_path / "data")
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--stage", "cnn", "--out", str(run), *TINY]) == 0
-    cube = sorted((data / "bright").glob("*.npy"))[0]
+    cubes = sorted((data / "bright").glob("*.npy"))[:2]
+    classifier = Classifier.load(run / "bundle")
     torchrun = Path(sys.executable).with_name("torchrun")
-    launch = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port())]
-    predict = ["predict", str(run), str(cube), "--map", "--tile", "6", "--out", str(tmp_path)]
-    result = subprocess.run(
-        [*launch, "-m", "s3fn", *predict], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("wrote:") == 1  # rank 0 alone reports
-    assert not list(tmp_path.glob(".*partial*"))  # scratch arrays removed
-    with rasterio.open(tmp_path / f"{cube.stem}_labels.tif") as stored:
-        shared = stored.read(1).astype(int) - 1
-    expected = Classifier.load(run / "bundle").predict_map(np.load(cube), tile=6)
-    np.testing.assert_array_equal(shared, expected)
+    for shared in (cubes[:1], cubes):  # one cube: its tiles are dealt; two: the cubes are
+        out = tmp_path / f"maps{len(shared)}"
+        launch = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port())]
+        predict = [
+            "predict",
+            str(run),
+            *map(str, shared),
+            "--map",
+            "--tile",
+            "6",
+            "--out",
+            str(out),
+        ]
+        result = subprocess.run(
+            [*launch, "-m", "s3fn", *predict], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.count("wrote:") == 1  # rank 0 alone reports
+        assert not list(out.glob(".*partial*"))  # scratch arrays removed
+        assert sorted(p.name for p in out.glob("*_labels.tif")) == [
+            f"{cube.stem}_labels.tif" for cube in shared
+        ]
+        for cube in shared:
+            with rasterio.open(out / f"{cube.stem}_labels.tif") as stored:
+                labels = stored.read(1).astype(int) - 1
+            np.testing.assert_array_equal(labels, classifier.predict_map(np.load(cube), tile=6))
