@@ -1,0 +1,91 @@
+"""EMIT L1B / L2A NetCDF cubes, read by HDF5 chunks with their band centres, widths and
+good-band list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from s3fn.data.containers import open_container
+from s3fn.data.cube import check_cube_layout, fwhm_to_nm, wavelengths_to_nm
+from s3fn.data.cube_source import (
+    ArraySource,
+    CubeSource,
+    Geotransform,
+    attribute_text,
+    hdf5_nodata,
+)
+from s3fn.data.errors import S3FNDataError
+
+
+def open_emit(path: Path, key: str | None) -> CubeSource:
+    """EMIT L1B / L2A NetCDF: the cube as stored (downtrack x crosstrack x bands), its bands
+    in the `sensor_band_parameters` group, its grid in the global attributes."""
+    container = open_container(path, key, ndim=3)
+    try:
+        array = container.array
+        check_cube_layout(array.shape, array.dtype, str(path), container.name)
+        handle = container.handle
+        params = handle["sensor_band_parameters"]
+        bands = array.shape[2]
+        centres = _band_vector(path, params, "wavelengths", bands)
+        unit = (
+            attribute_text(params["wavelengths"].attrs.get("units"))
+            if centres is not None
+            else None
+        )
+        widths = _band_vector(path, params, "fwhm", bands)
+        good = _band_vector(path, params, "good_wavelengths", bands)
+        where = f"{path}: sensor_band_parameters"
+        meta: dict[str, Any] = {
+            "wavelengths": container.wavelengths
+            if centres is None
+            else wavelengths_to_nm(centres, unit, where),
+            "fwhm": None
+            if widths is None or centres is None
+            else fwhm_to_nm(widths, centres, unit, where),
+            "good_bands": None if good is None else good != 0,
+            "nodata": hdf5_nodata(array),
+        }
+        meta["crs"], meta["transform"] = _emit_georeferencing(path, handle, array.shape[:2])
+    except BaseException:
+        container.close()
+        raise
+    return ArraySource(array, path, container.name, handle, **meta)
+
+
+def _emit_georeferencing(
+    path: Path, handle: h5py.File, grid: tuple[int, int]
+) -> tuple[str | None, Geotransform | None]:
+    """The global `spatial_ref` and `geotransform`, where they describe the cube's own grid.
+
+    EMIT distributes the cube unorthorectified; its geotransform is that of the orthorectified
+    grid its geometry lookup table (`location/glt_x`, `glt_y`) maps the cube onto, so it does
+    not apply to a cube whose grid differs from the lookup table's.
+    """
+    wkt, geotransform = handle.attrs.get("spatial_ref"), handle.attrs.get("geotransform")
+    lookup = handle.get("location/glt_x")
+    if wkt is None or geotransform is None or (lookup is not None and lookup.shape != grid):
+        return None, None
+    values = np.asarray(geotransform, dtype=np.float64).ravel()
+    if values.shape != (6,):
+        raise S3FNDataError(
+            f"{path}: attribute 'geotransform' has {values.size} values; "
+            "expected 6 (a GDAL geotransform)"
+        )
+    return attribute_text(wkt), tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _band_vector(path: Path, group: h5py.Group, name: str, bands: int) -> np.ndarray | None:
+    if name not in group:
+        return None
+    values = np.asarray(group[name][()], dtype=np.float64).ravel()
+    if values.shape != (bands,):
+        raise S3FNDataError(
+            f"{path}: {group.name.strip('/')}/{name} has {values.size} values; "
+            f"expected {bands}, one per band"
+        )
+    return values
