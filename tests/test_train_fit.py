@@ -222,3 +222,60 @@ def test_learnable_prototypes_start_at_the_text_and_move_in_the_semantic_stage()
     assert "class_prototypes" in model.state_dict() and model.config()["prototypes"] == "learnable"
     with pytest.raises(ValueError, match=r"prototypes='moving'"):
         S3FN(SpectralMeanMLP(5, 3), text, prototypes="moving")
+
+
+def cnn_s3fn(seed: int = 0) -> S3FN:
+    seed_everything(seed)
+    cnn = SpectralSpatialCNN(7, 3, window=7, channels=(4, 8, 8), pools=(None, None, None))
+    return S3FN(cnn, torch.randn(3, 6), temperature="learnable", init_scale=5.0)
+
+
+def cnn_windows(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 7, 7, 7, generator=g) * 0.5 + y[:, None, None, None] - 1.0
+    return TensorDataset(x, y)
+
+
+@pytest.mark.parametrize("learnable_prototypes", [False, True])
+def test_frozen_backbone_computed_once_gives_bit_identical_weights(learnable_prototypes):
+    train, val = cnn_windows(70, 0), cnn_windows(30, 1)
+    runs = {}
+    for cached in (True, False):
+        model = cnn_s3fn()
+        if learnable_prototypes:
+            model = S3FN(model.backbone, model.class_embeddings, prototypes="learnable")
+        fit(model, train, val, stage="cnn", epochs=1, batch_size=16, augment=None)
+        calls: list[int] = []
+        hook = model.backbone.blocks.register_forward_hook(
+            lambda m, i, o, seen=calls: seen.append(len(i[0]))
+        )
+        result = fit(
+            model,
+            train,
+            val,
+            stage="semantic",
+            epochs=4,
+            batch_size=16,
+            augment=None,
+            cache_frozen=cached,
+        )
+        hook.remove()
+        runs[cached] = (snapshot(model), result.history, sum(calls))
+    weights, history, windows_through_backbone = runs[True]
+    for key, value in runs[False][0].items():
+        assert torch.equal(weights[key], value), key
+    assert [r["val_loss"] for r in history] == [r["val_loss"] for r in runs[False][1]]
+    assert windows_through_backbone == 100  # every window once, not once per epoch
+    assert runs[False][2] >= 4 * 100
+
+
+def test_augmentation_that_changes_the_windows_keeps_the_backbone_per_epoch():
+    from s3fn.train.frozen import can_cache
+
+    model = cnn_s3fn()
+    assert can_cache(model, "semantic", None)
+    assert can_cache(model, "semantic", Augment(scale=None))
+    assert not can_cache(model, "semantic", Augment(scale=(0.9, 1.1)))
+    assert not can_cache(model, "semantic", Augment(scale=None, noise=0.1))
+    assert not can_cache(model, "cnn", None) and not can_cache(model, "joint", None)

@@ -124,8 +124,12 @@ class S3FN(nn.Module):
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean softmax cross-entropy of the cosine logits (fused; no N x K logits kept)."""
+        return self.feature_loss(self.backbone.features(x), target)
+
+    def feature_loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`loss` from the backbone's `features` output (for features computed once)."""
         return ops_module(self.use_fused_ops).cosine_alignment_loss(
-            self.embed(x), self.targets, target, self.scale
+            self.head(features).float(), self.targets, target, self.scale
         )
 
     def freeze_backbone(self, frozen: bool = True) -> S3FN:

@@ -31,6 +31,11 @@ class Augment:
         if not self.noise >= 0:
             raise ValueError(f"Augment: noise={self.noise!r}; expected >= 0")
 
+    @property
+    def changes_input(self) -> bool:
+        """Whether any transform is on (a scale range of one value still rescales)."""
+        return self.scale is not None or self.flip or self.rot90 or self.noise > 0
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The augmented batch; all draws come from `generator` (on the batch's device)."""
         n = x.shape[0]

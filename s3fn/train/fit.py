@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from s3fn.train import distributed
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
+from s3fn.train.frozen import backbone_features, can_cache, feature_plan
 from s3fn.train.options import MONITORS, FitOptions
 from s3fn.train.precision import Precision
 from s3fn.train.seeding import (
@@ -77,6 +78,8 @@ def fit(
     from it (or starts afresh if there is none) and ends on the same weights as an
     uninterrupted run. `callbacks` get each epoch's record after its checkpoint is written.
     The model ends in eval mode, on `device` (default: CUDA if available, else CPU).
+    A "semantic" stage whose augmentation leaves the windows unchanged computes the frozen
+    backbone's features once and trains the head on them (`cache_frozen`; same result).
     Inside an initialised torch.distributed group, training is data-parallel (see
     `s3fn.train.distributed`): `batch_size` is the global batch and rank 0 alone writes.
     """
@@ -88,6 +91,13 @@ def fit(
     )
     ddp = distributed.current()
     writer = ddp is None or ddp.is_writer
+    cached = (
+        opts.cache_frozen
+        and ddp is None
+        and can_cache(model, stage, opts.augment)
+        and not isinstance(train_data, DataLoader)
+        and not isinstance(val_data, DataLoader)
+    )
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{stage}.pt"
     architecture = model.config() if hasattr(model, "config") else type(model).__name__
     settings = {"stage": stage, "seed": seed, "model": architecture, **opts.fingerprint()}
@@ -105,6 +115,11 @@ def fit(
         resumable = resume and path is not None and path.exists()
         if resumable and _restore(path, settings, parts, result):
             return _finish(model, result, verbose and writer)
+        if cached:
+            train_data = backbone_features(model, train_data, opts.eval_batch_size, device)
+            if val_data is not None:
+                val_data = backbone_features(model, val_data, opts.eval_batch_size, device)
+            plan = feature_plan(plan)
         train_loader, generator = _loader(train_data, opts.batch_size, True, opts, device, ddp)
         val_loader = None
         if val_data is not None:

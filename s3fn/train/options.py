@@ -33,6 +33,7 @@ class FitOptions:
     paper's per-convolution Keras L2), `label_smoothing` softens the cross-entropy targets of
     the "cnn" stage, and `text_targets` moves that much of each target onto the classes whose
     descriptions are closest (S3FN models; see `s3fn.train.stages.text_soft_targets`).
+    `cache_frozen` lets a frozen-backbone stage compute its features once (`s3fn.train.frozen`).
     """
 
     epochs: int = 100
@@ -53,6 +54,7 @@ class FitOptions:
     layer_weight_decay: tuple[tuple[str, float], ...] = ()
     label_smoothing: float = 0.0
     text_targets: float = 0.0
+    cache_frozen: bool = True
 
     def __post_init__(self) -> None:
         problems = []
