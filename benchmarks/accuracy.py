@@ -1,7 +1,7 @@
 """The accuracy suite: S3FN with its default options against the paper's recipe and baselines.
 
     python -m benchmarks.accuracy [--quick] [--datasets NAME ...] [--methods NAME ...]
-                                  [--seeds N] [--semantics] [--fresh]
+                                  [--seeds N] [--semantics] [--fresh] [--cached-only]
 
 Datasets: the built-in object data and scene (`materials`, `materials-scene`), small objects
 stored as raw uint16 images with their water-absorption bands (`small-objects`, made by
@@ -382,6 +382,7 @@ class Suite:
         self.work: Path = args.work
         self.real_dir: Path = args.real_data
         self.fresh: bool = args.fresh
+        self.cached_only: bool = args.cached_only
         self.overrides = dict(overrides)
         self.fields = {f.name for f in option_fields()}
         self.datasets: dict[str, BenchData] = {}
@@ -423,7 +424,13 @@ class Suite:
         for i, cell in enumerate(cells, 1):
             path = self.cell_path(cell)
             cached = not self.fresh and path.is_file()
-            result = json.loads(path.read_text()) if cached else self.compute(cell)
+            if cached:
+                result = json.loads(path.read_text())
+            elif self.cached_only:
+                base = {**dataclasses.asdict(cell), "key": cell.key(self.overrides)}
+                result = {**base, "status": "not run", "reason": "not in the cache (--cached-only)"}
+            else:
+                result = self.compute(cell)
             if result["status"] == "ok" and not cached:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=2) + "\n")
@@ -815,6 +822,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"the semantics study instead (object datasets, {SEMANTIC_TRAIN} images per class)",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore the cached cells")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="report the cached cells only; list the others as not run",
+    )
     parser.add_argument("--work", type=Path, default=default_work(), help="cache and run folders")
     parser.add_argument(
         "--real-data", type=Path, default=DEFAULT_REAL_DIR, help="folder of the real scenes' .npz"
