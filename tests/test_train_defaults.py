@@ -6,6 +6,7 @@ suite fast; every data-dependent choice is left to the defaults.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from s3fn.cli.progress import Progress
 from s3fn.cli.train import train_run
 from s3fn.config import TrainConfig
+from s3fn.data import S3FNDataError
 from s3fn.data.defaults import (
     MIN_WINDOW,
     largest_square,
@@ -180,3 +182,22 @@ def test_no_possible_validation_part_warns_and_still_stops(tmp_path):
     assert metrics is not None
     log = (tmp_path / "run" / "train.log").read_text()
     assert 0 < log.count("[cnn] epoch") < 40  # stopped on the training loss, before the cap
+
+
+def test_a_saved_scene_split_is_remade_and_saves_the_same_recipe_again(tmp_path):
+    from s3fn.cli.datasets import load_split, make_split, split_to_dict
+    from s3fn.data import SceneDataset
+
+    folder = _scene(tmp_path / "scene")
+    scene = SceneDataset.from_files(folder / "cube.npy", folder / "labels.npy", ["a", "b", "c"])
+    split, _ = make_split(scene, train=0.6, val=0.2, seed=3)
+    saved = tmp_path / "split.json"
+    saved.write_text(json.dumps(split_to_dict(scene, split)))
+    again = load_split(scene, saved)
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(again.part(part), split.part(part))
+    assert split_to_dict(scene, again) == json.loads(saved.read_text())  # reusable in turn
+    hand_made = {**json.loads(saved.read_text()), "block_size": None}
+    saved.write_text(json.dumps(hand_made))
+    with pytest.raises(S3FNDataError, match="field 'block_size' is missing"):
+        load_split(scene, saved)

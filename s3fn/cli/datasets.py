@@ -97,17 +97,20 @@ def make_split(
 
 
 def split_to_dict(
-    data: ObjectDataset | SceneDataset,
-    split: ObjectSplit | SceneSplit,
-    settings: dict[str, Any] | None = None,
+    data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit
 ) -> dict[str, Any]:
     """The split as JSON-ready data: image ids (objects) or pixel rows/columns (scenes), with
-    the `settings` (fractions, window, block side, seed) that remake it."""
+    what remakes a scene split (window, block side, fractions, seed)."""
     parts = ("train", "val", "test")
     if isinstance(split, SceneSplit):
+        train, val = split.fractions or (None, None)
         return {
             "kind": "scene",
-            **(settings or {}),
+            "window": split.window[0],
+            "block_size": split.block_size,
+            "seed": split.seed,
+            "train_fraction": train,
+            "val_fraction": val,
             **{p: split.part(p).tolist() for p in parts},
         }
     ids = data.image_ids
@@ -146,7 +149,7 @@ def load_split(data: ObjectDataset | SceneDataset, path: str | Path) -> ObjectSp
     needed = [
         k
         for k in ("window", "block_size", "seed", "train_fraction", "val_fraction")
-        if k not in saved
+        if saved.get(k) is None
     ]
     if needed:
         raise S3FNDataError(

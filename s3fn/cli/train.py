@@ -221,21 +221,13 @@ def _train(
             block_size=config.block_size,
         )
     window = split.window[0] if isinstance(split, SceneSplit) else config.window
-    settings = {
-        "window": window,
-        "block_size": choices["block_size"].value if "block_size" in choices else config.block_size,
-        "seed": config.seed,
-        "train_fraction": config.train,
-        "val_fraction": config.val,
-    }
     options, semantic_options = fit_options(config)
     with ExitStack() as stack:
         if writer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "checkpoints").mkdir(exist_ok=True)
             config.save(out)
-            split_json = json.dumps(split_to_dict(data, split, settings))
-            (out / SPLIT_FILE).write_text(split_json + "\n")
+            (out / SPLIT_FILE).write_text(json.dumps(split_to_dict(data, split)) + "\n")
             stack.callback(_log_to(out / LOG_FILE))
         dist.barrier()
         workdir = out if writer else _rank_workdir(out, stack)

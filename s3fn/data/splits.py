@@ -47,7 +47,9 @@ class SceneSplit:
 
     `blocks` maps every pixel to the part its block went to (-1: a block without labels);
     training and validation pixels whose window would reach into a later part's block are left
-    out, so no training window covers a validation or test pixel.
+    out, so no training window covers a validation or test pixel. `block_size` and
+    `fractions` (train, val) are what `split_scene` made it with (None for a hand-made split),
+    so that the split can be saved as its recipe and made again.
     """
 
     train: np.ndarray
@@ -58,6 +60,8 @@ class SceneSplit:
     window: tuple[int, int]
     blocks: np.ndarray
     seed: int
+    block_size: int | None = None
+    fractions: tuple[float, float] | None = None
 
     def part(self, name: str) -> np.ndarray:
         """(K, 2) pixel coordinates of part `name` ("train", "val" or "test")."""
@@ -163,6 +167,8 @@ def split_scene(
         window=(h, w),
         blocks=blocks,
         seed=seed,
+        block_size=side,
+        fractions=(float(train), float(val)),
     )
     for part in ("train", "test"):
         empty = [n for n, c in split.class_counts()[part].items() if c == 0]
