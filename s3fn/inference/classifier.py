@@ -19,7 +19,6 @@ from torch import nn
 
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.sources import CubeSource, from_array
 from s3fn.evaluate.metrics import Report
@@ -149,8 +148,8 @@ class Classifier:
         prob_map = np.zeros((height, width, len(self.class_names)), dtype=np.float32)
         for part in self.map_tiles(source, mask, tile=tile):
             rows, cols = part.labels.shape
-            label_map[part.row0 : part.row0 + rows, part.col0 : part.col0 + cols] = part.labels
             window = (slice(part.row0, part.row0 + rows), slice(part.col0, part.col0 + cols))
+            label_map[window] = part.labels
             prob_map[window] = part.probabilities
         return (label_map, prob_map) if return_probabilities else label_map
 
@@ -167,12 +166,6 @@ class Classifier:
         to_bands = band_map(
             self.preprocessor, source.shape[2], source.wavelengths, source.fwhm, where
         )
-        if mask is not None:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != source.shape[:2]:
-                raise S3FNDataError(
-                    f"{where}: mask is {mask.shape}; expected {source.shape[:2]} like the cube"
-                )
         return map_tiles(
             self.model,
             self.preprocessor,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.sources import CubeSource
 from s3fn.data.windows import WindowCutter
@@ -63,8 +64,12 @@ def map_tiles(
     """
     height, width = source.shape[:2]
     check_reflect_size(height, width, window, where)
-    if mask is not None and mask.shape != (height, width):
-        raise ValueError(f"{where}: mask is {mask.shape}; expected {(height, width)}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (height, width):
+            raise S3FNDataError(
+                f"{where}: mask is {mask.shape}; expected {(height, width)} like the cube"
+            )
     device = next(model.parameters()).device
     dense = supports_dense(model)
     for row0, col0 in origins if origins is not None else tile_origins(height, width, tile):
