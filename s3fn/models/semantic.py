@@ -106,7 +106,11 @@ class S3FN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The projected feature head(backbone.features(x)): (N, d_text), float32."""
-        return self.head(self.backbone.features(x)).float()
+        return self.project(self.features(x))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's projection of backbone `features` into the text space, float32."""
+        return self.head(features).float()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's feature (N, feature_dim), which the head projects."""
@@ -115,7 +119,7 @@ class S3FN(nn.Module):
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits (N, K) from `features` output: the head, then the cosine logits."""
         return ops_module(self.use_fused_ops).cosine_logits(
-            self.head(features).float(), self.targets, self.scale
+            self.project(features), self.targets, self.scale
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +133,7 @@ class S3FN(nn.Module):
     def feature_loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """`loss` from the backbone's `features` output (for features computed once)."""
         return ops_module(self.use_fused_ops).cosine_alignment_loss(
-            self.head(features).float(), self.targets, target, self.scale
+            self.project(features), self.targets, target, self.scale
         )
 
     def freeze_backbone(self, frozen: bool = True) -> S3FN:
