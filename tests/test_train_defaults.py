@@ -201,3 +201,11 @@ def test_a_saved_scene_split_is_remade_and_saves_the_same_recipe_again(tmp_path)
     saved.write_text(json.dumps(hand_made))
     with pytest.raises(S3FNDataError, match="field 'block_size' is missing"):
         load_split(scene, saved)
+
+
+def test_pooling_follows_the_components_when_they_are_given(tmp_path):
+    root = _objects(tmp_path / "data", per_class=4, size=40, dtype="float32", bands=40)
+    config = _train(tmp_path / "run", data=str(root), n_components=10, **FAST)
+    assert config["window"] == 16
+    text = (tmp_path / "run" / "config.yaml").read_text()
+    assert "16x16 windows of 10 components are too small for the two stride-2 pools" in text

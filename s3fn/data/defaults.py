@@ -85,14 +85,15 @@ def scene_window(shape: tuple[int, int]) -> Choice:
     )
 
 
-def pools_for(window: tuple[int, int], bands: int) -> Choice:
-    """The paper's two 2x2x2 pools when windows and bands are >= 15, else none (so that the
-    valid convolutions still fit down to 7)."""
-    if min(*window, bands) >= POOLED_MIN:
+def pools_for(window: tuple[int, int], depth: int, what: str = "bands") -> Choice:
+    """The paper's two 2x2x2 pools when the windows and their spectral `depth` (the bands, or
+    the PCA components where they are fixed) are >= 15, else none (so that the valid
+    convolutions still fit down to 7)."""
+    if min(*window, depth) >= POOLED_MIN:
         return Choice(("avg", None, "avg"), "windows and components are large enough to pool")
     return Choice(
         (None, None, None),
-        f"{window[0]}x{window[1]} windows of {bands} bands are too small for the two "
+        f"{window[0]}x{window[1]} windows of {depth} {what} are too small for the two "
         "stride-2 pools; the conv blocks run without pooling",
     )
 

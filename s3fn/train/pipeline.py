@@ -100,7 +100,10 @@ def train_classifier(
     choices: dict[str, Choice] = {}
     size = _window(data, split, window, recipe, choices)
     bands = data.cube.n_bands if scene else data[int(split.train[0])].cube.n_bands
-    pools = pools_for(size, bands)
+    if n_components is None:
+        pools = pools_for(size, bands)
+    else:
+        pools = pools_for(size, n_components, "components")
     choices["pools"] = pools
     per_image = _given(windows_per_image, recipe.windows_per_image)
     stage_options, head_options = _stage_options(recipe, options, semantic_options, split)
