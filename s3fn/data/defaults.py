@@ -120,7 +120,7 @@ def scene_split(
     h, w = (window, window) if isinstance(window, int) else window
     fractions = {"train": train, "val": val, "test": max(0.0, 1.0 - train - val)}
     totals = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names) + 1)[1:]
-    best: tuple[float, SceneSplit, int] | None = None
+    best: tuple[float, SceneSplit] | None = None
     for side in range(4 * max(h, w), max(h, w) - 1, -1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -137,10 +137,11 @@ def scene_split(
         ]
         balance = min(shares, default=0.0)
         if best is None or balance > best[0] + 1e-9:
-            best = (balance, split, side)
+            best = (balance, split)
     if best is None:
         raise S3FNDataError(f"window {h}x{w}: expected a positive window size")
-    balance, split, side = best
+    balance, split = best
+    side = split.block_size
     if balance > 0:
         reason = (
             f"{side}px blocks balance the parts best: every class gets at least "
