@@ -38,3 +38,17 @@ def test_progress_picks_lines_off_a_terminal_and_nothing_when_quiet(capsys):
     items = list(Progress(lines=True, interval=0.0).each([1, 2, 3], "reading", "cube"))
     assert items == [1, 2, 3]
     assert "reading: 3/3 cube (100%)" in capsys.readouterr().err
+
+
+def test_embedding_descriptions_prints_lines_in_a_log(capsys):
+    """`s3fn train` embeds the descriptions through a bar it renames; in a log that bar is a
+    LineProgress, which must take the rename too."""
+    from s3fn.cli.embeddings import encode
+    from s3fn.semantics import Descriptions
+
+    descriptions = Descriptions(
+        {"grass": ["Green leafy grass."], "asphalt": ["Dark road surface of bitumen."]}
+    )
+    embeddings, _ = encode(descriptions, ["asphalt", "grass"], Progress(lines=True, interval=0.0))
+    assert embeddings.shape[0] == 2
+    assert "embedding descriptions: 2/2 class (100%)" in capsys.readouterr().err

@@ -94,6 +94,10 @@ class LineProgress:
             self.last = now
             self._print(now)
 
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        """Rename the step the lines report (e.g. from loading a model to using it)."""
+        self.desc = desc
+
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         """Text shown after the count (e.g. the last epoch's losses)."""
         self.postfix = text
