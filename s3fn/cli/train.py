@@ -289,7 +289,11 @@ def _finish(
     histories = classifier.info["histories"]
     epochs = ", ".join(f"{stage} {len(h)} epochs" for stage, h in histories.items())
     print(f"trained {LABELS[config.stage]} ({epochs}, {seconds:.0f} s)")
-    extra = {"train_seconds": round(seconds, 1), "text_encoder": encoder}
+    extra = {
+        "train_seconds": round(seconds, 1),
+        "stage_seconds": classifier.info.get("stage_seconds"),
+        "text_encoder": encoder,
+    }
     if len(test) == 0:
         metrics = out / METRICS_FILE
         record = {"scalars": None, "test": None, "histories": histories, **extra}

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 
 from s3fn.train import distributed
+from s3fn.train.augment import Augment
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
 from s3fn.train.frozen import backbone_features, can_cache, feature_plan
@@ -46,6 +48,7 @@ class FitResult:
     best_score: float | None = None
     stopped_early: bool = False
     checkpoint: Path | None = None
+    seconds: float = 0.0  # wall time of this call: feature caching, epochs, checkpoints
 
     @property
     def epochs_run(self) -> int:
@@ -78,11 +81,13 @@ def fit(
     from it (or starts afresh if there is none) and ends on the same weights as an
     uninterrupted run. `callbacks` get each epoch's record after its checkpoint is written.
     The model ends in eval mode, on `device` (default: CUDA if available, else CPU).
-    A "semantic" stage whose augmentation leaves the windows unchanged computes the frozen
-    backbone's features once and trains the head on them (`cache_frozen`; same result).
+    A "semantic" stage computes the frozen backbone's features once (once per augmentation
+    draw, `frozen_draws`, where augmentation changes the windows) and trains the head on them
+    (`cache_frozen`; without augmentation, the same result as running the backbone each epoch).
     Inside an initialised torch.distributed group, training is data-parallel (see
     `s3fn.train.distributed`): `batch_size` is the global batch and rank 0 alone writes.
     """
+    began = time.perf_counter()
     opts = replace(options or FitOptions(), **changes)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
@@ -94,7 +99,7 @@ def fit(
     cached = (
         opts.cache_frozen
         and ddp is None
-        and can_cache(model, stage, opts.augment)
+        and can_cache(model, stage)
         and not isinstance(train_data, DataLoader)
         and not isinstance(val_data, DataLoader)
     )
@@ -114,13 +119,15 @@ def fit(
         parts = (model, optimizer, scheduler, precision, stopper)
         resumable = resume and path is not None and path.exists()
         if resumable and _restore(path, settings, parts, result):
-            return _finish(model, result, verbose and writer)
+            return _finish(model, result, began, verbose and writer)
+        augment = opts.augment
+        train_sets = [train_data]
         if cached:
-            train_data = backbone_features(model, train_data, opts.eval_batch_size, device)
+            train_sets = _feature_draws(model, train_data, opts, seed, device)
             if val_data is not None:
                 val_data = backbone_features(model, val_data, opts.eval_batch_size, device)
-            plan = feature_plan(plan)
-        train_loader, generator = _loader(train_data, opts.batch_size, True, opts, device, ddp)
+            plan, augment = feature_plan(plan), None
+        loaders = [_loader(data, opts.batch_size, True, opts, device, ddp) for data in train_sets]
         val_loader = None
         if val_data is not None:
             val_loader, _ = _loader(val_data, opts.eval_batch_size, False, opts, device, ddp)
@@ -128,18 +135,28 @@ def fit(
         augment_generator = torch.Generator(device=device)
         for epoch in range(result.epochs_run + 1, opts.epochs + 1):
             start = time.perf_counter()
+            train_loader, generator = loaders[(epoch - 1) % len(loaders)]
             torch.manual_seed(derive_seed(seed, epoch, 0))
             if generator is not None:
                 generator.manual_seed(derive_seed(seed, epoch, 1))
             augment_generator.manual_seed(derive_seed(seed, epoch, 2))
             record: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            record["train_loss"] = _train_epoch(
-                train_plan, train_loader, optimizer, precision, opts, augment_generator, device, ddp
+            record["train_loss"], record["windows"] = _train_epoch(
+                train_plan,
+                train_loader,
+                optimizer,
+                precision,
+                augment,
+                augment_generator,
+                device,
+                ddp,
             )
+            record["train_seconds"] = time.perf_counter() - start
             if val_loader is not None:
-                record["val_loss"], record["val_accuracy"] = _validate(
-                    plan.module, val_loader, precision, device, ddp
-                )
+                with record_function("s3fn.validate"):
+                    record["val_loss"], record["val_accuracy"] = _validate(
+                        plan.module, val_loader, precision, device, ddp
+                    )
             improved = monitored and stopper.step(record[opts.monitor], epoch, model)
             record["improved"] = improved
             record["seconds"] = time.perf_counter() - start
@@ -151,13 +168,30 @@ def fit(
                 stopper.restore(model)
             result.best_epoch, result.best_score = _best(stopper, monitored, result)
             if path is not None and writer:
-                _save(path, settings, parts, result, finished)
+                with record_function("s3fn.checkpoint"):
+                    _save(path, settings, parts, result, finished)
             _report(record, opts, stage, verbose and writer)
             for callback in callbacks:
                 callback(record)
             if result.stopped_early:
                 break
-    return _finish(model, result, verbose and writer)
+    return _finish(model, result, began, verbose and writer)
+
+
+def _feature_draws(
+    model: nn.Module, data: Dataset, opts: FitOptions, seed: int, device: torch.device
+) -> list[Dataset]:
+    """The frozen backbone's features of the training windows: once, or once per augmentation
+    draw (`opts.frozen_draws` copies, draw d seeded as the per-epoch path seeds epoch d + 1)."""
+    if opts.augment is None or not opts.augment.changes_input:
+        return [backbone_features(model, data, opts.eval_batch_size, device)]
+    sets = []
+    for draw in range(opts.frozen_draws):
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, draw + 1, 2))
+        sets.append(
+            backbone_features(model, data, opts.eval_batch_size, device, opts.augment, generator)
+        )
+    return sets
 
 
 def _loader(
@@ -196,22 +230,26 @@ def _train_epoch(
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     precision: Precision,
-    opts: FitOptions,
+    augment: Augment | None,
     generator: torch.Generator,
     device: torch.device,
     ddp: distributed.Distributed | None,
-) -> float:
+) -> tuple[float, int]:
+    """One pass over `loader`: (mean training loss, windows trained on, over all ranks)."""
     plan.module.train()
-    augment = opts.augment if ddp is None else ddp.shard_augment(opts.augment)
+    if ddp is not None:
+        augment = ddp.shard_augment(augment)
     total, count = torch.zeros((), device=device), 0
     for batch in loader:
         x, y = _batch(batch, device)
         if augment is not None:
-            x = augment(x, generator)
+            with record_function("s3fn.augment"):
+                x = augment(x, generator)
         optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
+        with record_function("s3fn.forward"), precision.autocast():
             loss = plan.loss(x, y)
-        precision.scaler.scale(loss).backward()
+        with record_function("s3fn.backward"):
+            precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
         total += loss.detach().float() * len(y)
@@ -220,7 +258,7 @@ def _train_epoch(
         total, count = ddp.sum(total, count)
     if count == 0:
         raise ValueError("fit: the training data yielded no batches")
-    return float(total) / count
+    return float(total) / count, int(count)
 
 
 @torch.no_grad()
@@ -322,8 +360,9 @@ def _report(record: dict[str, Any], opts: FitOptions, stage: str, verbose: bool)
         print(line, flush=True)
 
 
-def _finish(model: nn.Module, result: FitResult, verbose: bool) -> FitResult:
+def _finish(model: nn.Module, result: FitResult, began: float, verbose: bool) -> FitResult:
     model.eval()
+    result.seconds = time.perf_counter() - began
     if result.checkpoint is not None and verbose:
         print(f"[{result.stage}] checkpoint: {result.checkpoint}", flush=True)
     return result

@@ -1,14 +1,17 @@
 """A frozen backbone computed once: its features for every window, then the head trained alone.
 
-In the "semantic" stage the backbone is frozen and in eval mode, so where augmentation does not
-change the windows, each window's feature is the same every epoch; computing it once makes an
-epoch of the head cost a pass over N x 128 numbers instead of N windows through the 3D-CNN.
+In the "semantic" stage the backbone is frozen and in eval mode, so each window's feature is
+the same every epoch; computing it once makes an epoch of the head cost a pass over N x 128
+numbers instead of N windows through the 3D-CNN. Where augmentation changes the windows, the
+features of `draws` augmented copies of the training windows are computed once instead, and
+epoch e trains on copy (e - 1) mod draws.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from s3fn.models.semantic import S3FN
@@ -28,11 +31,10 @@ class FeatureHead(nn.Module):
         return self.model.classify_features(features)
 
 
-def can_cache(model: nn.Module, stage: str, augment: Augment | None) -> bool:
-    """Whether the stage trains on a frozen backbone whose inputs augmentation leaves as they
-    are, so that its features can be computed once."""
-    unchanged = augment is None or not augment.changes_input
-    return stage == "semantic" and isinstance(model, S3FN) and unchanged
+def can_cache(model: nn.Module, stage: str) -> bool:
+    """Whether the stage trains a head on a frozen backbone, whose features can be computed
+    once (per augmentation draw)."""
+    return stage == "semantic" and isinstance(model, S3FN)
 
 
 def feature_plan(plan: StagePlan) -> StagePlan:
@@ -42,16 +44,25 @@ def feature_plan(plan: StagePlan) -> StagePlan:
 
 
 @torch.no_grad()
+@record_function("s3fn.frozen_features")
 def backbone_features(
-    model: S3FN, data: Dataset, batch_size: int, device: torch.device
+    model: S3FN,
+    data: Dataset,
+    batch_size: int,
+    device: torch.device,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
 ) -> TensorDataset:
-    """(feature, label) rows of every window of `data`, in order, from the frozen backbone."""
+    """(feature, label) rows of every window of `data`, in order, from the frozen backbone;
+    each window augmented first by `augment` (draws from `generator`) when given."""
     backbone = model.backbone
     was_training = backbone.training
     backbone.eval()
     features, labels = [], []
     for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
         x = torch.as_tensor(batch[0]).to(device, torch.float32)
+        if augment is not None:
+            x = augment(x, generator)
         features.append(backbone.features(x).float())
         labels.append(torch.as_tensor(batch[1]).to(device, torch.long))
     backbone.train(was_training)

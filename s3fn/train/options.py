@@ -33,7 +33,9 @@ class FitOptions:
     paper's per-convolution Keras L2), `label_smoothing` softens the cross-entropy targets of
     the "cnn" stage, and `text_targets` moves that much of each target onto the classes whose
     descriptions are closest (S3FN models; see `s3fn.train.stages.text_soft_targets`).
-    `cache_frozen` lets a frozen-backbone stage compute its features once (`s3fn.train.frozen`).
+    `cache_frozen` lets a frozen-backbone stage compute its features once (`s3fn.train.frozen`);
+    where its augmentation changes the windows, once for each of `frozen_draws` augmented copies
+    of the training windows, which the epochs take in turn.
     """
 
     epochs: int = 100
@@ -55,6 +57,7 @@ class FitOptions:
     label_smoothing: float = 0.0
     text_targets: float = 0.0
     cache_frozen: bool = True
+    frozen_draws: int = 2
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +79,8 @@ class FitOptions:
             problems.append(f"text_targets={self.text_targets} (expected 0 <= x < 1)")
         if any(decay < 0 for _, decay in self.layer_weight_decay):
             problems.append(f"layer_weight_decay={self.layer_weight_decay} (expected >= 0)")
+        if self.frozen_draws < 1:
+            problems.append(f"frozen_draws={self.frozen_draws} (expected >= 1)")
         if self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers} (expected >= 0)")
         if problems:
@@ -116,4 +121,5 @@ class FitOptions:
             "layer_weight_decay": [list(pair) for pair in self.layer_weight_decay],
             "label_smoothing": self.label_smoothing,
             "text_targets": self.text_targets,
+            "frozen_draws": self.frozen_draws,
         }

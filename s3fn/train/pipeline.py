@@ -152,7 +152,7 @@ def train_classifier(
             "use_fused_ops": use_fused_ops,
         }
         net = _build(model, in_bands, n_classes, size, embeddings, backbone, head)
-        histories = {}
+        histories, seconds = {}, {}
         for stage in plan:
             result = fit(
                 net,
@@ -167,12 +167,14 @@ def train_classifier(
                 verbose=verbose,
             )
             histories[stage] = result.history
+            seconds[stage] = round(result.seconds, 3)
         preprocessor = train.preprocessor
     info = {
         "model": model,
         "preset": recipe.name,
         "stages": list(plan),
         "histories": histories,
+        "stage_seconds": seconds,
         "choices": {k: {"value": _plain(c.value), "reason": c.reason} for k, c in choices.items()},
         "split_seed": split.seed,
         "train_size": len(split.train),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -53,15 +54,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
-    """Within the block, ask torch for deterministic kernels (warning where there are none)."""
+    """Within the block, ask torch for deterministic kernels (warning where there are none).
+
+    torch's deterministic mode also fills every new tensor from `empty` with NaN, a debugging
+    aid that costs a write pass over each activation; the training code reads no uninitialised
+    memory, so that fill is turned off here (results are the same, measured in
+    benchmarks/NOTES.md).
+    """
+    fill = torch.utils.deterministic
     previous = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
+        fill.fill_uninitialized_memory,
     )
     if enabled:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        fill.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     try:
@@ -70,6 +80,7 @@ def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.deterministic = previous[2]
         torch.backends.cudnn.benchmark = previous[3]
+        fill.fill_uninitialized_memory = previous[4]
 
 
 def _as_tuples(value: Any) -> Any:
