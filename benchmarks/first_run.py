@@ -30,15 +30,20 @@ RESULTS_FILE = Path(__file__).parent / "results" / "first_run.json"
 TARGET_SECONDS = 180.0
 
 
-def main() -> None:
-    """Write the data if needed, train with the defaults, record."""
-    data = write_small_objects(
+def first_run_data() -> Path:
+    """The first-run dataset's folder (written into the cache on first use)."""
+    return write_small_objects(
         cache_root() / "bench" / "first-run-v1",
         images_per_class=10,
         classes=SMALL_CLASSES,
         object_sizes=(44, 50),
         image_sizes=(68, 72),
     )
+
+
+def main() -> None:
+    """Write the data if needed, train with the defaults, record."""
+    data = first_run_data()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         config = TrainConfig(data=str(data), descriptions="bundled:materials")
