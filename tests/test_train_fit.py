@@ -368,3 +368,41 @@ def test_augmented_frozen_stage_matches_the_per_epoch_path_within_noise():
     _, per_epoch, through_each = semantic_after_cnn(draws=2, cached=False, epochs=8)
     assert through_each >= 8 * 70 > through_cached
     assert cached.best_score == pytest.approx(per_epoch.best_score, rel=0.15)
+
+
+@pytest.mark.parametrize("kind", ["tensors", "store"])
+def test_batches_are_read_whole_in_the_per_window_order(kind, tmp_path):
+    """fit reads a window store or tensor dataset a batch at a time; the batches (and so the
+    training) are those of the per-window DataLoader with the same generator seed."""
+    import numpy as np
+
+    from s3fn.data.store import WindowStore, WindowStoreWriter
+    from s3fn.train.fit import _loader
+
+    x, y = windows(45, 3).tensors
+    data = TensorDataset(x, y)
+    if kind == "store":
+        path = tmp_path / "train.h5"
+        writer = WindowStoreWriter(
+            path,
+            window_shape=tuple(x.shape[1:]),
+            class_names=["a", "b", "c"],
+            kind="object",
+            split="train",
+        )
+        with writer:
+            writer.append(x.numpy(), y.numpy(), "image", np.zeros((len(y), 2), dtype=np.int64))
+        data = WindowStore(path, in_memory=True)
+    for shuffle in (True, False):
+        loader, generator = _loader(data, 16, shuffle, FitOptions(), torch.device("cpu"), None)
+        plain = DataLoader(data, batch_size=16, shuffle=shuffle, generator=generator)
+        for seed in (0, 1):
+            if generator is not None:
+                generator.manual_seed(seed)
+            ours = [(bx.clone(), by.clone()) for bx, by in loader]
+            if generator is not None:
+                generator.manual_seed(seed)
+            theirs = list(plain)
+            assert len(ours) == len(theirs) == 3
+            for (a, b), (c, d) in zip(ours, theirs, strict=True):
+                assert torch.equal(a, c) and torch.equal(b.long(), d.long())

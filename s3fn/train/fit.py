@@ -14,8 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
+from s3fn.data.store import WindowStore
 from s3fn.train import distributed
 from s3fn.train.augment import Augment
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
@@ -205,18 +214,46 @@ def _loader(
     if isinstance(data, DataLoader):
         return data, None
     generator = torch.Generator() if shuffle else None
-    sampler = None if ddp is None else ddp.sampler(len(data), shuffle, generator)
-    loader = DataLoader(
-        data,
-        batch_size=batch_size if ddp is None or not shuffle else ddp.local_batch(batch_size),
-        shuffle=shuffle if sampler is None else None,
-        sampler=sampler,
-        generator=generator,
-        num_workers=opts.num_workers,
-        worker_init_fn=seed_worker if opts.num_workers else None,
-        pin_memory=device.type == "cuda",
-    )
+    local = batch_size if ddp is None or not shuffle else ddp.local_batch(batch_size)
+    workers = {
+        "num_workers": opts.num_workers,
+        "worker_init_fn": seed_worker if opts.num_workers else None,
+        "pin_memory": device.type == "cuda",
+        "generator": generator,
+    }
+    if ddp is not None:
+        sampler: Sampler[int] = ddp.sampler(len(data), shuffle, generator)
+    elif shuffle:
+        sampler = RandomSampler(data, generator=generator)
+    else:
+        sampler = SequentialSampler(data)
+    if isinstance(data, TensorDataset) or (
+        isinstance(data, WindowStore) and data.transform is None
+    ):
+        # Whole batches in one indexing call each, in the order the per-window path would
+        # take them (same sampler, same generator draws).
+        batches = BatchSampler(sampler, local, drop_last=False)
+        loader = DataLoader(_BatchReader(data), batch_size=None, sampler=batches, **workers)
+    else:
+        loader = DataLoader(data, batch_size=local, sampler=sampler, **workers)
     return loader, generator
+
+
+class _BatchReader(Dataset):
+    """A window store or tensor dataset indexed by a whole batch of indices at once: one
+    gather instead of a sample tuple per window and a collate that stacks them again."""
+
+    def __init__(self, data: WindowStore | TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        if isinstance(self.data, WindowStore):
+            return self.data.read(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t.index_select(0, index) for t in self.data.tensors)
 
 
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
