@@ -170,7 +170,7 @@ def _eager_block(x, w, b, pool):
 
 
 def _fused_block(x, w, b, pool):
-    return ops.conv3d_block(x, w, b, pool=pool)
+    return ops.conv3d_block(ops.fast_layout(x, w.shape[1]), w, b, pool=pool)
 
 
 def _block_sizes(batch: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

@@ -33,6 +33,12 @@ struct Conv3dBlockShape {
   // each conv plane packed into its own ceil(h_o * w_o / 8) bytes, LSB first.
   int64_t mask_plane_bytes() const { return (h_o * w_o + 7) / 8; }
   std::vector<int64_t> packed_mask_sizes() const { return {n, c_out, d_o, mask_plane_bytes()}; }
+  // The same mask for a channels-last x: each conv position's channels packed into its own
+  // ceil(c_out / 8) bytes, LSB first.
+  int64_t mask_channel_bytes() const { return (c_out + 7) / 8; }
+  std::vector<int64_t> channel_mask_sizes() const {
+    return {n, d_o, h_o, w_o, mask_channel_bytes()};
+  }
 };
 
 inline void check_floating(const at::Tensor& t, const char* name) {

@@ -5,12 +5,16 @@
 
 TORCH_LIBRARY(s3fn, m) {
   // pool: 0 = none, 1 = 2x2x2 average, 2 = 2x2x2 max (stride 2, floor).
-  // Returns (out, aux). aux is what the backward needs beyond `out` (empty when
-  // save_aux is false or nothing is needed): for pool = avg with relu, the mask
-  // of the conv output where conv + bias > 0: on the CPU one bit per element,
-  // (N, C_out, D_o, ceil(H_o * W_o / 8)) uint8 with each conv plane packed LSB
-  // first; on CUDA one uint8 per element (N, C_out, D_o, H_o, W_o). For
-  // pool = max, the uint8 offset (dz * 4 + dy * 2 + dx) of each window's maximum.
+  // Returns (out, aux); out (and the backward's grad_x) has x's memory format
+  // (contiguous or channels_last_3d). aux is what the backward needs beyond
+  // `out` (empty when save_aux is false or nothing is needed): for pool = avg
+  // with relu, the mask of the conv output where conv + bias > 0: on the CPU
+  // one bit per element, LSB first, (N, C_out, D_o, ceil(H_o * W_o / 8)) uint8
+  // with each conv plane packed for a contiguous x, and (N, D_o, H_o, W_o,
+  // ceil(C_out / 8)) with each position's channels packed for a channels-last
+  // x; on CUDA one uint8 per element (N, C_out, D_o, H_o, W_o). For pool = max,
+  // the uint8 offset (dz * 4 + dy * 2 + dx) of each window's maximum, in the
+  // output's shape (channels-last for a channels-last x on the CPU).
   m.def(
       "conv3d_block(Tensor x, Tensor weight, Tensor? bias, int[3] padding, "
       "bool relu, int pool, bool save_aux) -> (Tensor, Tensor)");

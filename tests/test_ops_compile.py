@@ -46,3 +46,40 @@ def test_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_channels_last_library_path():
+    """Channels-last activations with 16 channels: oneDNN and the channels-last epilogues,
+    where inductor checks the real outputs' strides against the fake kernels'."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 9, 10, 10, generator=gen).contiguous(
+        memory_format=torch.channels_last_3d
+    )
+    params = [
+        torch.randn(16, 16, 3, 3, 3, generator=gen) / 12,
+        torch.randn(16, generator=gen) / 10,
+        torch.randn(16, 16, 3, 3, 3, generator=gen) / 12,
+        torch.randn(6, 16, 2, 2, 2, generator=gen) / 8,
+    ]
+
+    def make(conv3d_block):
+        def f(x, w1, b1, w2, w3):
+            h = conv3d_block(x, w1, b1, padding=1, pool="avg")
+            h = conv3d_block(h, w2, None, padding=1)
+            h = conv3d_block(h, w3, None, pool="max")
+            return (h.flatten(1) ** 2).sum()
+
+        return f
+
+    compiled = torch.compile(make(ops.conv3d_block), fullgraph=True)
+    leaves = [t.clone().requires_grad_() for t in (x, *params)]
+    loss = compiled(*leaves)
+    grads = torch.autograd.grad(loss, leaves)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last_3d)
+
+    ref_leaves = [t.clone().requires_grad_() for t in (x, *params)]
+    expected = make(reference.conv3d_block)(*ref_leaves)
+    expected_grads = torch.autograd.grad(expected, ref_leaves)
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,11 @@ import random
 import pytest
 import torch
 
+from s3fn.models import SpectralSpatialCNN
+from s3fn.models.layers import Conv3dBlock
 from s3fn.ops import conv3d_block, reference
+from s3fn.ops._args import POOL_CODES
+from s3fn.ops.conv3d_block import LIBRARY_MIN_CHANNELS
 from tests.conftest import DEVICES, assert_close_to_reference, device_dtypes
 
 POOLS = [None, "avg", "max"]
@@ -205,3 +209,180 @@ def test_library_dispatch_threshold(c_in, pool, relu, device, forced, monkeypatc
     grads = torch.autograd.grad(out, leaves, grad_out.to(device, torch.float32))
     for got, want in zip(grads, expected_grads, strict=True):
         assert_close_to_reference(got, want, torch.float32, scale=max(1.0, want.abs().max().item()))
+
+
+CL = torch.channels_last_3d
+# (spatial, padding, c_out): conv sizes all even; all odd (pooling drops a trailing slice,
+# row and column) with c_out over one vector and not a multiple of 8; padded, c_out under
+# a vector.
+CL_SHAPES = [
+    pytest.param((6, 8, 10), 0, 16, id="even"),
+    pytest.param((7, 9, 9), 0, 21, id="odd"),
+    pytest.param((5, 6, 7), (1, 0, 1), 5, id="padded"),
+]
+
+
+def check_channels_last_call(cfg, dtype=torch.float32, seed=0):
+    """conv3d_block on a channels-last x: values and all three gradients against the float64
+    reference, output and grad_x channels-last."""
+    x, w, b = make_inputs(cfg, seed=seed)
+    expected, grad_out, expected_grads = reference_and_grads(cfg, x, w, b)
+    xc = x.to(dtype).contiguous(memory_format=CL).requires_grad_()
+    leaves = [xc] + [t.to(dtype).requires_grad_() for t in (w, b)]
+    out = call(conv3d_block, cfg, *leaves)
+    assert out.is_contiguous(memory_format=CL)
+    assert_close_to_reference(out, expected, dtype)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(dtype))
+    assert grads[0].is_contiguous(memory_format=CL)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert_close_to_reference(got, want, dtype, scale=max(1.0, want.abs().max().item()))
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "generic"])
+@pytest.mark.parametrize(("spatial", "padding", "c_out"), CL_SHAPES)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("c_in", [16, 32])
+def test_channels_last_library_path(c_in, pool, relu, spatial, padding, c_out, isa, monkeypatch):
+    """A channels-last x on the library path (oneDNN + the channels-last epilogues), with each
+    instruction set's epilogues (S3FN_CPU_ISA narrows the one the CPU has)."""
+    if isa is not None:
+        monkeypatch.setenv("S3FN_CPU_ISA", isa)
+    cfg = dict(
+        n=2,
+        c_in=c_in,
+        c_out=c_out,
+        spatial=spatial,
+        kernel=(3, 3, 3),
+        padding=padding,
+        relu=relu,
+        pool=pool,
+        bias=True,
+    )
+    check_channels_last_call(cfg, seed=c_in + c_out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("c_in", [4, 16])
+def test_channels_last_direct_path(c_in, pool, relu, dtype, monkeypatch):
+    """The direct kernels (c_in < 16, float64, or forced) take a channels-last x through NCDHW
+    and give the output and grad_x back channels-last."""
+    monkeypatch.setenv("S3FN_CPU_CONV", "direct")
+    cfg = dict(
+        n=2,
+        c_in=c_in,
+        c_out=9,
+        spatial=(7, 6, 9),
+        kernel=(3, 2, 3),
+        padding=(0, 1, 0),
+        relu=relu,
+        pool=pool,
+        bias=True,
+    )
+    check_channels_last_call(cfg, dtype, seed=c_in)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_channels_last_and_ncdhw_agree(pool):
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 32, 8, 9, 9, generator=gen)
+    w = (torch.randn(24, 32, 3, 3, 3, generator=gen) / (27 * 32) ** 0.5).requires_grad_()
+    b = (torch.randn(24, generator=gen) / 10).requires_grad_()
+    results = []
+    for fmt in (torch.contiguous_format, CL):
+        xf = x.contiguous(memory_format=fmt).requires_grad_()
+        out = conv3d_block(xf, w, b, pool=pool)
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        results.append([out, *torch.autograd.grad(out, [xf, w, b], grad_out)])
+    # float32 sums in another order: 1e-5 of the largest value apart
+    for a, c in zip(*results, strict=True):
+        scale = max(1.0, c.abs().max().item())
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * scale)
+
+
+def expected_aux(x, w, b, relu, pool):
+    """The aux of a channels-last x, from the float64 conv: the ReLU mask packed along channels
+    (n, d_o, h_o, w_o, ceil(c_out / 8)), or the argmax (n, c_out, d_p, h_p, w_p)."""
+    y = torch.nn.functional.conv3d(x.double(), w.double(), b.double())
+    n, c, d, h, wd = y.shape
+    if pool == "avg":
+        bits = torch.zeros(n, d, h, wd, -(-c // 8) * 8, dtype=torch.int64)
+        kept = torch.zeros_like(y, dtype=torch.bool)
+        kept[:, :, : d // 2 * 2, : h // 2 * 2, : wd // 2 * 2] = True
+        bits[..., :c] = ((y > 0) & kept).permute(0, 2, 3, 4, 1)
+        weights = 2 ** torch.arange(8)
+        return (bits.view(n, d, h, wd, -1, 8) * weights).sum(-1).to(torch.uint8)
+    y = y.relu() if relu else y
+    y = y[:, :, : d // 2 * 2, : h // 2 * 2, : wd // 2 * 2]
+    windows = y.reshape(n, c, d // 2, 2, h // 2, 2, wd // 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+    return windows.reshape(n, c, d // 2, h // 2, wd // 2, 8).argmax(-1).to(torch.uint8)
+
+
+@pytest.mark.parametrize(("pool", "relu"), [("avg", True), ("max", True), ("max", False)])
+@pytest.mark.parametrize("c_in", [4, 16])
+def test_channels_last_aux_layout(c_in, pool, relu):
+    """aux of a channels-last x, on the direct (c_in 4) and library (c_in 16) paths. Integer
+    inputs and a half-integer bias make every conv value exact and nonzero."""
+    gen = torch.Generator().manual_seed(19)
+    x = torch.randint(-3, 4, (2, c_in, 7, 8, 9), generator=gen).float()
+    w = torch.randint(-2, 3, (19, c_in, 3, 3, 3), generator=gen).float()
+    b = torch.randint(-4, 4, (19,), generator=gen).float() + 0.5
+    xc = x.contiguous(memory_format=CL)
+    _, aux = torch.ops.s3fn.conv3d_block(xc, w, b, [0, 0, 0], relu, POOL_CODES[pool], True)
+    want = expected_aux(x, w, b, relu, pool)
+    assert aux.shape == want.shape
+    torch.testing.assert_close(aux, want, rtol=0, atol=0)
+    if pool == "max":
+        assert aux.is_contiguous(memory_format=CL)
+
+
+def test_channels_last_mask_of_the_wrong_layout_is_refused():
+    gen = torch.Generator().manual_seed(23)
+    x = torch.randn(2, 16, 6, 7, 8, generator=gen).contiguous(memory_format=CL)
+    w = torch.randn(5, 16, 3, 3, 3, generator=gen)
+    out, _ = torch.ops.s3fn.conv3d_block(x, w, None, [0, 0, 0], True, 1, True)
+    # the plane-packed mask of an NCDHW x
+    _, ncdhw_aux = torch.ops.s3fn.conv3d_block(x.contiguous(), w, None, [0, 0, 0], True, 1, True)
+    with pytest.raises(RuntimeError, match=r"aux \(the ReLU mask of a channels-last x"):
+        torch.ops.s3fn.conv3d_block_backward(
+            torch.randn(out.shape, generator=gen),
+            x,
+            w,
+            out,
+            ncdhw_aux,
+            [0, 0, 0],
+            True,
+            1,
+            [True, True, True],
+        )
+
+
+@pytest.mark.parametrize("pool", [0, 1, 2])
+def test_opcheck_channels_last(pool):
+    gen = torch.Generator().manual_seed(29)
+    x = torch.randn(2, 16, 5, 6, 7, generator=gen).contiguous(memory_format=CL)
+    w = torch.randn(3, 16, 3, 3, 3, generator=gen) / 10
+    b = torch.randn(3, generator=gen)
+    for t in (x, w, b):
+        t.requires_grad_()
+    torch.library.opcheck(torch.ops.s3fn.conv3d_block, (x, w, b, [1, 1, 1], True, pool, True))
+
+
+def test_conv3d_block_layer_runs_wide_cpu_layers_channels_last():
+    """Conv3dBlock hands the op a channels-last x where the CPU kernel runs oneDNN (float32,
+    16+ input channels), and a backbone with such a block gives the reference's output."""
+    torch.manual_seed(31)
+    wide = Conv3dBlock(LIBRARY_MIN_CHANNELS, 8, pool="avg")
+    narrow = Conv3dBlock(LIBRARY_MIN_CHANNELS - 1, 8, pool="avg")
+    assert wide(torch.randn(2, LIBRARY_MIN_CHANNELS, 6, 6, 6)).is_contiguous(memory_format=CL)
+    assert narrow(torch.randn(2, LIBRARY_MIN_CHANNELS - 1, 6, 6, 6)).is_contiguous()
+
+    fused = SpectralSpatialCNN(14, 3, window=14, channels=(4, 16, 24), feature_dim=8)
+    reference_model = SpectralSpatialCNN(
+        14, 3, window=14, channels=(4, 16, 24), feature_dim=8, use_fused_ops=False
+    )
+    reference_model.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 14, 14, 14)
+    torch.testing.assert_close(fused.eval()(x), reference_model.eval()(x), rtol=1e-4, atol=1e-5)

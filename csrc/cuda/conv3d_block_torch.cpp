@@ -87,14 +87,14 @@ std::tuple<at::Tensor, at::Tensor> conv3d_block_cuda(const at::Tensor& x, const 
                        .contiguous();
     if (s.pool == Pool::None) {
       if (relu) y.relu_();
-      return {y, aux};
+      return {y.contiguous(x.suggest_memory_format()), aux};
     }
     at::Tensor out = at::empty(s.out_sizes(), x.options());
     const cudaError_t err = cuda::conv3d_block_library_epilogue(
         dtype, to_dims(s, relu), y.const_data_ptr(), out.mutable_data_ptr(), aux_ptr,
         c10::cuda::getCurrentCUDAStream().stream());
     check_launch(err, "conv3d_block");
-    return {out, aux};
+    return {out.contiguous(x.suggest_memory_format()), aux};
   }
 
   at::Tensor out = at::empty(s.out_sizes(), x.options());
@@ -103,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor> conv3d_block_cuda(const at::Tensor& x, const 
       bc.defined() ? bc.const_data_ptr() : nullptr, out.mutable_data_ptr(), aux_ptr,
       c10::cuda::getCurrentCUDAStream().stream());
   check_launch(err, "conv3d_block");
-  return {out, aux};
+  return {out.contiguous(x.suggest_memory_format()), aux};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cuda(
@@ -165,7 +165,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cuda(
     const std::vector<int64_t> bias_sizes{s.c_out};
     auto [gx, gw, gb] = at::convolution_backward(gy, xc, wc, bias_sizes, {1, 1, 1}, padding,
                                                  {1, 1, 1}, false, {0, 0, 0}, 1, output_mask);
-    return {output_mask[0] ? gx : empty(x), output_mask[1] ? gw : empty(weight),
+    return {output_mask[0] ? gx.contiguous(x.suggest_memory_format()) : empty(x),
+            output_mask[1] ? gw : empty(weight),
             output_mask[2] ? gb : empty(weight)};
   }
 
@@ -189,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv3d_block_backward_cuda(
       ws.defined() ? ws.mutable_data_ptr() : nullptr, ws_bytes,
       c10::cuda::getCurrentCUDAStream().stream());
   check_launch(err, "conv3d_block_backward");
-  return {grad_x, grad_w, grad_b};
+  return {output_mask[0] ? grad_x.contiguous(x.suggest_memory_format()) : grad_x, grad_w, grad_b};
 }
 
 }  // namespace

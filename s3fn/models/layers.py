@@ -55,7 +55,10 @@ class Conv3dBlock(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, D, H, W) -> (N, C_out, D', H', W')."""
         x, weight, bias = autocast_inputs(x, self.weight, self.bias)
-        return ops_module(self.use_fused_ops).conv3d_block(
+        ops = ops_module(self.use_fused_ops)
+        if self.use_fused_ops:
+            x = ops.fast_layout(x, self.in_channels)
+        return ops.conv3d_block(
             x, weight, bias, padding=self.padding, relu=self.relu, pool=self.pool
         )
 
