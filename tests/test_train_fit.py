@@ -377,7 +377,7 @@ def test_batches_are_read_whole_in_the_per_window_order(kind, tmp_path):
     import numpy as np
 
     from s3fn.data.store import WindowStore, WindowStoreWriter
-    from s3fn.train.fit import _loader
+    from s3fn.train.loading import make_loader
 
     x, y = windows(45, 3).tensors
     data = TensorDataset(x, y)
@@ -394,7 +394,7 @@ def test_batches_are_read_whole_in_the_per_window_order(kind, tmp_path):
             writer.append(x.numpy(), y.numpy(), "image", np.zeros((len(y), 2), dtype=np.int64))
         data = WindowStore(path, in_memory=True)
     for shuffle in (True, False):
-        loader, generator = _loader(data, 16, shuffle, FitOptions(), torch.device("cpu"), None)
+        loader, generator = make_loader(data, 16, shuffle)
         plain = DataLoader(data, batch_size=16, shuffle=shuffle, generator=generator)
         for seed in (0, 1):
             if generator is not None:

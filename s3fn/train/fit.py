@@ -14,22 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader, Dataset
 
-from s3fn.data.store import WindowStore
 from s3fn.train import distributed
 from s3fn.train.augment import Augment
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
 from s3fn.train.frozen import backbone_features, can_cache, feature_plan
+from s3fn.train.loading import make_loader
 from s3fn.train.options import MONITORS, FitOptions
 from s3fn.train.precision import Precision
 from s3fn.train.seeding import (
@@ -37,7 +29,6 @@ from s3fn.train.seeding import (
     deterministic_algorithms,
     rng_state,
     seed_everything,
-    seed_worker,
     set_rng_state,
 )
 from s3fn.train.stages import StagePlan, plan_stage
@@ -136,10 +127,15 @@ def fit(
             if val_data is not None:
                 val_data = backbone_features(model, val_data, opts.eval_batch_size, device)
             plan, augment = feature_plan(plan), None
-        loaders = [_loader(data, opts.batch_size, True, opts, device, ddp) for data in train_sets]
+        loaders = [
+            make_loader(data, opts.batch_size, True, opts.num_workers, device, ddp)
+            for data in train_sets
+        ]
         val_loader = None
         if val_data is not None:
-            val_loader, _ = _loader(val_data, opts.eval_batch_size, False, opts, device, ddp)
+            val_loader, _ = make_loader(
+                val_data, opts.eval_batch_size, False, opts.num_workers, device, ddp
+            )
         train_plan = plan if ddp is None else ddp.wrap(plan)
         augment_generator = torch.Generator(device=device)
         for epoch in range(result.epochs_run + 1, opts.epochs + 1):
@@ -201,59 +197,6 @@ def _feature_draws(
             backbone_features(model, data, opts.eval_batch_size, device, opts.augment, generator)
         )
     return sets
-
-
-def _loader(
-    data: Dataset | DataLoader,
-    batch_size: int,
-    shuffle: bool,
-    opts: FitOptions,
-    device: torch.device,
-    ddp: distributed.Distributed | None,
-) -> tuple[Iterable, torch.Generator | None]:
-    if isinstance(data, DataLoader):
-        return data, None
-    generator = torch.Generator() if shuffle else None
-    local = batch_size if ddp is None or not shuffle else ddp.local_batch(batch_size)
-    workers = {
-        "num_workers": opts.num_workers,
-        "worker_init_fn": seed_worker if opts.num_workers else None,
-        "pin_memory": device.type == "cuda",
-        "generator": generator,
-    }
-    if ddp is not None:
-        sampler: Sampler[int] = ddp.sampler(len(data), shuffle, generator)
-    elif shuffle:
-        sampler = RandomSampler(data, generator=generator)
-    else:
-        sampler = SequentialSampler(data)
-    if isinstance(data, TensorDataset) or (
-        isinstance(data, WindowStore) and data.transform is None
-    ):
-        # Whole batches in one indexing call each, in the order the per-window path would
-        # take them (same sampler, same generator draws).
-        batches = BatchSampler(sampler, local, drop_last=False)
-        loader = DataLoader(_BatchReader(data), batch_size=None, sampler=batches, **workers)
-    else:
-        loader = DataLoader(data, batch_size=local, sampler=sampler, **workers)
-    return loader, generator
-
-
-class _BatchReader(Dataset):
-    """A window store or tensor dataset indexed by a whole batch of indices at once: one
-    gather instead of a sample tuple per window and a collate that stacks them again."""
-
-    def __init__(self, data: WindowStore | TensorDataset) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        if isinstance(self.data, WindowStore):
-            return self.data.read(indices)
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return tuple(t.index_select(0, index) for t in self.data.tensors)
 
 
 def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.profiler import record_function
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from s3fn.models.semantic import S3FN
 from s3fn.train.augment import Augment
+from s3fn.train.loading import make_loader
 from s3fn.train.stages import StagePlan
 
 
@@ -59,7 +60,8 @@ def backbone_features(
     was_training = backbone.training
     backbone.eval()
     features, labels = [], []
-    for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+    loader, _ = make_loader(data, batch_size, False)
+    for batch in loader:
         x = torch.as_tensor(batch[0]).to(device, torch.float32)
         if augment is not None:
             x = augment(x, generator)
