@@ -36,6 +36,7 @@ from s3fn.data.splits import SceneSplit
 from s3fn.inference import Classifier
 from s3fn.train import Augment, FitOptions, train_classifier
 from s3fn.train import distributed as dist
+from s3fn.train.allocator import keep_freed_memory
 from s3fn.train.presets import get_preset
 
 BUNDLE_DIR, LOG_FILE, WINDOWS_DIR = "bundle", "train.log", "windows"
@@ -201,6 +202,7 @@ def _train(
 ) -> list[Path]:
     writer = group is None or group.is_writer
     set_threads(config.threads)
+    keep_freed_memory()
     data = open_data(
         config.data,
         labels=config.labels,

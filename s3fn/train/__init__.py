@@ -2,6 +2,7 @@
 data, atomic per-epoch checkpoints, resume, augmentation and seeding for reproducible runs;
 `train_classifier` goes from a dataset and a split to a `s3fn.Classifier`."""
 
+from s3fn.train.allocator import keep_freed_memory
 from s3fn.train.augment import Augment
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
@@ -31,6 +32,7 @@ __all__ = [
     "derive_seed",
     "deterministic_algorithms",
     "fit",
+    "keep_freed_memory",
     "load_checkpoint",
     "plan_stage",
     "rng_state",
