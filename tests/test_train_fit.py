@@ -284,35 +284,57 @@ def cnn_windows(n: int, seed: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+def semantic_after_cnn(
+    augment: Augment | None,
+    cached: bool,
+    *,
+    draws: int = 2,
+    epochs: int = 5,
+    learnable_prototypes: bool = False,
+):
+    """An S3FN trained one CNN epoch, then its semantic stage; (model, result, windows that
+    went through the backbone during the semantic stage)."""
+    train, val = cnn_windows(70, 0), cnn_windows(30, 1)
+    model = cnn_s3fn()
+    if learnable_prototypes:
+        model = S3FN(model.backbone, model.class_embeddings, prototypes="learnable")
+    fit(model, train, val, stage="cnn", epochs=1, batch_size=16, augment=None)
+    calls: list[int] = []
+    hook = model.backbone.blocks.register_forward_hook(
+        lambda m, i, o, seen=calls: seen.append(len(i[0]))
+    )
+    result = fit(
+        model,
+        train,
+        val,
+        stage="semantic",
+        epochs=epochs,
+        batch_size=16,
+        augment=augment,
+        frozen_draws=draws,
+        cache_frozen=cached,
+    )
+    hook.remove()
+    return model, result, sum(calls)
+
+
+AUGMENTED = Augment(scale=(0.8, 1.2), flip=True, noise=0.1)
+
+
 @pytest.mark.parametrize("learnable_prototypes", [False, True])
 def test_frozen_backbone_computed_once_gives_bit_identical_weights(learnable_prototypes):
-    train, val = cnn_windows(70, 0), cnn_windows(30, 1)
-    runs = {}
-    for cached in (True, False):
-        model = cnn_s3fn()
-        if learnable_prototypes:
-            model = S3FN(model.backbone, model.class_embeddings, prototypes="learnable")
-        fit(model, train, val, stage="cnn", epochs=1, batch_size=16, augment=None)
-        calls: list[int] = []
-        hook = model.backbone.blocks.register_forward_hook(
-            lambda m, i, o, seen=calls: seen.append(len(i[0]))
+    runs = {
+        cached: semantic_after_cnn(
+            None, cached, epochs=4, learnable_prototypes=learnable_prototypes
         )
-        result = fit(
-            model,
-            train,
-            val,
-            stage="semantic",
-            epochs=4,
-            batch_size=16,
-            augment=None,
-            cache_frozen=cached,
-        )
-        hook.remove()
-        runs[cached] = (snapshot(model), result.history, sum(calls))
-    weights, history, windows_through_backbone = runs[True]
-    for key, value in runs[False][0].items():
-        assert torch.equal(weights[key], value), key
-    assert [r["val_loss"] for r in history] == [r["val_loss"] for r in runs[False][1]]
+        for cached in (True, False)
+    }
+    model, result, windows_through_backbone = runs[True]
+    for key, value in snapshot(runs[False][0]).items():
+        assert torch.equal(snapshot(model)[key], value), key
+    assert [r["val_loss"] for r in result.history] == [
+        r["val_loss"] for r in runs[False][1].history
+    ]
     assert windows_through_backbone == 100  # every window once, not once per epoch
     assert runs[False][2] >= 4 * 100
 
@@ -326,46 +348,21 @@ def test_only_a_frozen_s3fn_backbone_is_cached():
     assert not can_cache(model.backbone, "semantic")
 
 
-def semantic_after_cnn(draws: int, cached: bool, epochs: int = 5):
-    """An S3FN trained one CNN epoch, then its augmented semantic stage; (model, result,
-    windows that went through the backbone during the semantic stage)."""
-    train, val = cnn_windows(70, 0), cnn_windows(30, 1)
-    model = cnn_s3fn()
-    fit(model, train, val, stage="cnn", epochs=1, batch_size=16, augment=None)
-    calls: list[int] = []
-    hook = model.backbone.blocks.register_forward_hook(
-        lambda m, i, o, seen=calls: seen.append(len(i[0]))
-    )
-    result = fit(
-        model,
-        train,
-        val,
-        stage="semantic",
-        epochs=epochs,
-        batch_size=16,
-        augment=Augment(scale=(0.8, 1.2), flip=True, noise=0.1),
-        frozen_draws=draws,
-        cache_frozen=cached,
-    )
-    hook.remove()
-    return model, result, sum(calls)
-
-
 def test_augmented_frozen_stage_computes_each_draw_once_and_is_reproducible():
-    model, _, through_backbone = semantic_after_cnn(draws=3, cached=True)
+    model, _, through_backbone = semantic_after_cnn(AUGMENTED, True, draws=3)
     assert through_backbone == 3 * 70 + 30  # three augmented copies of train, val once
-    again, _, _ = semantic_after_cnn(draws=3, cached=True)
+    again, _, _ = semantic_after_cnn(AUGMENTED, True, draws=3)
     for key, value in snapshot(model).items():
         assert torch.equal(snapshot(again)[key], value), key
-    other, _, _ = semantic_after_cnn(draws=1, cached=True)
+    other, _, _ = semantic_after_cnn(AUGMENTED, True, draws=1)
     assert not torch.equal(snapshot(other)["head.0.weight"], snapshot(model)["head.0.weight"])
 
 
 def test_augmented_frozen_stage_matches_the_per_epoch_path_within_noise():
     """The draws cached differ from per-epoch draws, so the weights differ; the best
     validation loss the stage ends on does not, beyond noise (0.537 against 0.554 here)."""
-    _, cached, through_cached = semantic_after_cnn(draws=2, cached=True, epochs=8)
-    _, per_epoch, through_each = semantic_after_cnn(draws=2, cached=False, epochs=8)
+    _, cached, through_cached = semantic_after_cnn(AUGMENTED, True, epochs=8)
+    _, per_epoch, through_each = semantic_after_cnn(AUGMENTED, False, epochs=8)
     assert through_each >= 8 * 70 > through_cached
     assert cached.best_score == pytest.approx(per_epoch.best_score, rel=0.15)
 
