@@ -9,7 +9,7 @@ import torch
 
 from s3fn.models import SpectralSpatialCNN
 from s3fn.models.layers import Conv3dBlock
-from s3fn.ops import conv3d_block, reference
+from s3fn.ops import conv3d_block, fast_layout, reference
 from s3fn.ops._args import POOL_CODES
 from s3fn.ops.conv3d_block import LIBRARY_MIN_CHANNELS
 from tests.conftest import DEVICES, assert_close_to_reference, device_dtypes
@@ -386,3 +386,17 @@ def test_conv3d_block_layer_runs_wide_cpu_layers_channels_last():
     reference_model.load_state_dict(fused.state_dict())
     x = torch.randn(3, 14, 14, 14)
     torch.testing.assert_close(fused.eval()(x), reference_model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fast_layout_follows_the_kernel_path(monkeypatch):
+    """Channels-last exactly where the CPU kernel convolves in the library (oneDNN)."""
+    monkeypatch.delenv("S3FN_CPU_CONV", raising=False)
+    cl = torch.channels_last_3d
+    wide, narrow = torch.randn(2, 16, 4, 5, 6), torch.randn(2, 15, 4, 5, 6)
+    assert fast_layout(wide, 16).is_contiguous(memory_format=cl)
+    assert fast_layout(narrow, 15) is narrow
+    assert fast_layout(wide.double(), 16).is_contiguous()
+    monkeypatch.setenv("S3FN_CPU_CONV", "direct")
+    assert fast_layout(wide, 16) is wide
+    monkeypatch.setenv("S3FN_CPU_CONV", "library")
+    assert fast_layout(narrow, 15).is_contiguous(memory_format=cl)

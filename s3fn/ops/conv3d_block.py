@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch._prims_common import suggest_memory_format
 
@@ -44,9 +46,12 @@ def conv3d_block(
 def fast_layout(x: torch.Tensor, in_channels: int) -> torch.Tensor:
     """x in the memory format `conv3d_block` runs fastest on: channels-last for a float32 CPU
     layer wide enough for oneDNN, which then reorders no activations (and the op keeps the
-    format, so the next wide layer gets it as is); else x as it is."""
-    wide = in_channels >= LIBRARY_MIN_CHANNELS
-    if x.device.type == "cpu" and x.dtype == torch.float32 and wide:
+    format, so the next wide layer gets it as is); else x as it is. Follows the kernel's
+    choice of path, S3FN_CPU_CONV included."""
+    forced = os.environ.get("S3FN_CPU_CONV")
+    wide = x.dtype == torch.float32 and in_channels >= LIBRARY_MIN_CHANNELS
+    library = forced == "library" or (forced != "direct" and wide)
+    if x.device.type == "cpu" and library:
         return x.contiguous(memory_format=torch.channels_last_3d)
     return x
 
