@@ -39,6 +39,16 @@ N_CLASSES, TEXT_DIM = 3, 1024
 
 Step = Callable[[int], Any]  # runs one call on input buffer i
 
+# The CPU speed targets (eager / s3fn in one run) of issues 7 and 14.
+CPU_TARGETS = {
+    "block1 fwd": 3.0,
+    "backbone fwd": 1.5,
+    "backbone fwd+bwd": 1.8,
+    "cosine_alignment_loss fwd+bwd": 2.0,
+    "S3FN train step": 1.7,
+    "S3FN inference": 1.5,
+}
+
 
 @dataclass
 class Case:
@@ -434,8 +444,8 @@ def graph_case(fused, plain, device: torch.device, batch: int = 8) -> Case:
 # Report
 
 
-def case_record(case: Case, peaks: dict[str, float]) -> dict[str, Any]:
-    """The JSON entry of a case: medians, ratios, throughput and roofline fractions."""
+def case_record(case: Case, peaks: dict[str, float], device: torch.device) -> dict[str, Any]:
+    """The JSON entry of a case: medians, ratios, target, throughput and roofline fractions."""
     eager, comp, ours = (median_ms(case, v) for v in ("eager", "compile", "s3fn"))
     rec: dict[str, Any] = {
         "name": case.name,
@@ -448,6 +458,9 @@ def case_record(case: Case, peaks: dict[str, float]) -> dict[str, Any]:
         "compile_over_s3fn": comp / ours if comp else None,
         "times_s": case.times,
     }
+    target = CPU_TARGETS.get(case.name) if device.type == "cpu" else None
+    if target is not None:
+        rec.update(target_eager_over_s3fn=target, target_met=eager / ours >= target)
     if case.windows:
         rec["windows_per_s"] = {
             k: case.windows / (v * 1e-3) for k, v in (("eager", eager), ("s3fn", ours)) if v
@@ -513,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.only and args.only not in case.name:
                 continue
             run_case(case, device, repeats, warmup, nbuf)
-            records.append(case_record(case, peaks))
+            records.append(case_record(case, peaks, device))
             print(
                 f"  {case.name}: eager {records[-1]['eager_ms']:.1f} ms, "
                 f"s3fn {records[-1]['s3fn_ms']:.1f} ms",
