@@ -354,6 +354,8 @@ def test_augmented_frozen_stage_computes_each_draw_once_and_is_reproducible():
     again, _, _ = semantic_after_cnn(AUGMENTED, True, draws=3)
     for key, value in snapshot(model).items():
         assert torch.equal(snapshot(again)[key], value), key
+    _, _, through_two_epochs = semantic_after_cnn(AUGMENTED, True, draws=3, epochs=2)
+    assert through_two_epochs == 2 * 70 + 30  # no draw that no epoch would train on
     other, _, _ = semantic_after_cnn(AUGMENTED, True, draws=1)
     assert not torch.equal(snapshot(other)["head.0.weight"], snapshot(model)["head.0.weight"])
 

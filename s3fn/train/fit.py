@@ -191,7 +191,7 @@ def _feature_draws(
     if opts.augment is None or not opts.augment.changes_input:
         return [backbone_features(model, data, opts.eval_batch_size, device)]
     sets = []
-    for draw in range(opts.frozen_draws):
+    for draw in range(min(opts.frozen_draws, opts.epochs)):  # no epoch would take the others
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, draw + 1, 2))
         sets.append(
             backbone_features(model, data, opts.eval_batch_size, device, opts.augment, generator)
