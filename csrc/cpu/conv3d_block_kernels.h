@@ -1146,6 +1146,30 @@ inline std::array<int64_t, 8> window_positions(const Conv3dBlockShape& s) {
   return pos;
 }
 
+// The 2x2x2 pooling windows of a channels-last conv map, in parallel over (n, pooled depth)
+// tasks: window(p0, o, scratch) for each, with p0 the conv position of its first element
+// and o the offset of its pooled output's channels; task_done(n, dp) after each task.
+// scratch is a per-thread buffer of scratch_bytes.
+template <typename Window, typename TaskDone>
+void for_pool_windows_cl(const Conv3dBlockShape& s, int64_t scratch_bytes, Window window,
+                         TaskDone task_done) {
+  const int64_t C = s.c_out;
+  at::parallel_for(0, s.n * s.d_p, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> scratch(scratch_bytes);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / s.d_p, dp = task % s.d_p;
+      for (int64_t hp = 0; hp < s.h_p; ++hp) {
+        for (int64_t wp = 0; wp < s.w_p; ++wp) {
+          const int64_t p0 = ((n * s.d_o + 2 * dp) * s.h_o + 2 * hp) * s.w_o + 2 * wp;
+          const int64_t o = ((task * s.h_p + hp) * s.w_p + wp) * C;
+          window(p0, o, scratch.data());
+        }
+      }
+      task_done(n, dp);
+    }
+  });
+}
+
 template <typename T, bool kRelu>
 void pool_epilogue_cl_impl(const Conv3dBlockShape& s, const T* y, T* out, uint8_t* aux) {
   using V = typename VecOf<T>::type;
@@ -1158,49 +1182,41 @@ void pool_epilogue_cl_impl(const Conv3dBlockShape& s, const T* y, T* out, uint8_
   for (int k = 0; k < 8; ++k) win[k] = pos[k] * C;
   uint8_t* const mask = s.pool == Pool::Avg ? aux : nullptr;
   uint8_t* const argmax = s.pool == Pool::Max ? aux : nullptr;
-  at::parallel_for(0, s.n * s.d_p, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> bytes(C);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / s.d_p, dp = task % s.d_p;
-      for (int64_t hp = 0; hp < s.h_p; ++hp) {
-        for (int64_t wp = 0; wp < s.w_p; ++wp) {
-          const int64_t p0 = ((n * s.d_o + 2 * dp) * s.h_o + 2 * hp) * s.w_o + 2 * wp;
-          const int64_t o = ((task * s.h_p + hp) * s.w_p + wp) * C;
-          const T* yw = y + p0 * C;
-          T* ow = out + o;
-          if (s.pool == Pool::Avg) {
-            for_channels<T>(
-                C, [&](int64_t c) { ow[c] = window_avg<T, kRelu>(yw + c, win); },
-                [&](int64_t c) { vstore(ow + c, window_avg<V, kRelu>(yw + c, win)); });
-            if (!mask) continue;
-            for (int k = 0; k < 8; ++k) {
-              positive_mask(yw + win[k], bytes.data(), C);
-              pack_bits(bytes.data(), C, mask + (p0 + pos[k]) * mb);
-            }
-          } else {
-            uint8_t* am = argmax ? argmax + o : nullptr;
-            for_channels<T>(
-                C,
-                [&](int64_t c) {
-                  int k;
-                  ow[c] = window_max<T, kRelu>(yw + c, win, k);
-                  if (am) am[c] = static_cast<uint8_t>(k);
-                },
-                [&](int64_t c) {
-                  I k;
-                  vstore(ow + c, window_max<V, kRelu>(yw + c, win, k));
-                  if (!am) return;
-                  const B b = __builtin_convertvector(k, B);
-                  std::memcpy(am + c, &b, sizeof(B));
-                });
-          }
-        }
+  const auto window = [&](int64_t p0, int64_t o, uint8_t* bytes) {
+    const T* yw = y + p0 * C;
+    T* ow = out + o;
+    if (s.pool == Pool::Avg) {
+      for_channels<T>(
+          C, [&](int64_t c) { ow[c] = window_avg<T, kRelu>(yw + c, win); },
+          [&](int64_t c) { vstore(ow + c, window_avg<V, kRelu>(yw + c, win)); });
+      if (!mask) return;
+      for (int k = 0; k < 8; ++k) {
+        positive_mask(yw + win[k], bytes, C);
+        pack_bits(bytes, C, mask + (p0 + pos[k]) * mb);
       }
-      if (mask)
-        for_dropped_positions(s, n, dp, [&](int64_t p, int64_t count) {
-          std::memset(mask + p * mb, 0, count * mb);
-        });
+    } else {
+      uint8_t* am = argmax ? argmax + o : nullptr;
+      for_channels<T>(
+          C,
+          [&](int64_t c) {
+            int k;
+            ow[c] = window_max<T, kRelu>(yw + c, win, k);
+            if (am) am[c] = static_cast<uint8_t>(k);
+          },
+          [&](int64_t c) {
+            I k;
+            vstore(ow + c, window_max<V, kRelu>(yw + c, win, k));
+            if (!am) return;
+            const B b = __builtin_convertvector(k, B);
+            std::memcpy(am + c, &b, sizeof(B));
+          });
     }
+  };
+  for_pool_windows_cl(s, C, window, [&](int64_t n, int64_t dp) {
+    if (mask)
+      for_dropped_positions(s, n, dp, [&](int64_t p, int64_t count) {
+        std::memset(mask + p * mb, 0, count * mb);
+      });
   });
 }
 
@@ -1227,63 +1243,53 @@ void dense_grad_y_cl(const BackwardArgs<T>& a, T* gy) {
   for (int k = 0; k < 8; ++k) win[k] = pos[k] * C;
   const bool avg = s.pool == Pool::Avg;
   const uint8_t* const mask = avg && a.relu ? a.aux : nullptr;
-  at::parallel_for(0, s.n * s.d_p, 1, [&](int64_t begin, int64_t end) {
-    // The window's mask, a byte per channel, element after element.
-    std::vector<uint8_t> bytes(8 * C);
-    const uint8_t* const mk = bytes.data();
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / s.d_p, dp = task % s.d_p;
-      for (int64_t hp = 0; hp < s.h_p; ++hp) {
-        for (int64_t wp = 0; wp < s.w_p; ++wp) {
-          const int64_t p0 = ((n * s.d_o + 2 * dp) * s.h_o + 2 * hp) * s.w_o + 2 * wp;
-          const int64_t o = ((task * s.h_p + hp) * s.w_p + wp) * C;
-          const T* go = a.grad_out + o;
-          T* gw = gy + p0 * C;
-          if (avg) {
-            // grad_out / 8 to each element of the window, times the ReLU mask.
-            if (mask)
-              for (int k = 0; k < 8; ++k)
-                unpack_bits(mask + (p0 + pos[k]) * mb, C, bytes.data() + k * C);
-            for_channels<T>(
-                C,
-                [&](int64_t c) {
-                  const T g = go[c] * T(0.125);
-                  for (int k = 0; k < 8; ++k)
-                    gw[win[k] + c] = mask ? keep_if(mk[k * C + c] != 0, g) : g;
-                },
-                [&](int64_t c) {
-                  const V g = vload<V>(go + c) * T(0.125);
+  // bytes: the window's mask, a byte per channel, element after element.
+  const auto window = [&](int64_t p0, int64_t o, uint8_t* bytes) {
+    const uint8_t* const mk = bytes;
+    const T* go = a.grad_out + o;
+    T* gw = gy + p0 * C;
+    if (avg) {
+      // grad_out / 8 to each element of the window, times the ReLU mask.
+      if (mask)
+        for (int k = 0; k < 8; ++k) unpack_bits(mask + (p0 + pos[k]) * mb, C, bytes + k * C);
+      for_channels<T>(
+          C,
+          [&](int64_t c) {
+            const T g = go[c] * T(0.125);
+            for (int k = 0; k < 8; ++k) gw[win[k] + c] = mask ? keep_if(mk[k * C + c] != 0, g) : g;
+          },
+          [&](int64_t c) {
+            const V g = vload<V>(go + c) * T(0.125);
 #pragma GCC unroll 8
-                  for (int k = 0; k < 8; ++k)
-                    vstore(gw + win[k] + c, mask ? keep_where_set<T>(mk + k * C + c, g) : g);
-                });
-          } else {
-            // grad_out to the window's argmax (0 where relu and out == 0), 0 elsewhere.
-            const T* ot = a.relu ? a.out + o : nullptr;
-            const uint8_t* am = a.aux + o;
-            for_channels<T>(
-                C,
-                [&](int64_t c) {
-                  const T v = (ot && ot[c] == T(0)) ? T(0) : go[c];
-                  const int j = am[c] & 7;
-                  for (int k = 0; k < 8; ++k) gw[win[k] + c] = k == j ? v : T(0);
-                },
-                [&](int64_t c) {
-                  V v = vload<V>(go + c);
-                  if (ot) v = vload<V>(ot + c) == V{} ? V{} : v;
-                  B b;
-                  std::memcpy(&b, am + c, sizeof(B));
-                  const I j = __builtin_convertvector(b, I) & 7;
+            for (int k = 0; k < 8; ++k)
+              vstore(gw + win[k] + c, mask ? keep_where_set<T>(mk + k * C + c, g) : g);
+          });
+    } else {
+      // grad_out to the window's argmax (0 where relu and out == 0), 0 elsewhere.
+      const T* ot = a.relu ? a.out + o : nullptr;
+      const uint8_t* am = a.aux + o;
+      for_channels<T>(
+          C,
+          [&](int64_t c) {
+            const T v = (ot && ot[c] == T(0)) ? T(0) : go[c];
+            const int j = am[c] & 7;
+            for (int k = 0; k < 8; ++k) gw[win[k] + c] = k == j ? v : T(0);
+          },
+          [&](int64_t c) {
+            V v = vload<V>(go + c);
+            if (ot) v = vload<V>(ot + c) == V{} ? V{} : v;
+            B b;
+            std::memcpy(&b, am + c, sizeof(B));
+            const I j = __builtin_convertvector(b, I) & 7;
 #pragma GCC unroll 8
-                  for (int k = 0; k < 8; ++k) vstore(gw + win[k] + c, j == k ? v : V{});
-                });
-          }
-        }
-      }
-      for_dropped_positions(s, n, dp, [&](int64_t p, int64_t count) {
-        std::memset(gy + p * C, 0, count * C * sizeof(T));
-      });
+            for (int k = 0; k < 8; ++k) vstore(gw + win[k] + c, j == k ? v : V{});
+          });
     }
+  };
+  for_pool_windows_cl(s, 8 * C, window, [&](int64_t n, int64_t dp) {
+    for_dropped_positions(s, n, dp, [&](int64_t p, int64_t count) {
+      std::memset(gy + p * C, 0, count * C * sizeof(T));
+    });
   });
 }
 
