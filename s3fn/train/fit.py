@@ -21,7 +21,7 @@ from s3fn.train.augment import Augment
 from s3fn.train.checkpoint import load_checkpoint, save_checkpoint
 from s3fn.train.early_stopping import EarlyStopping
 from s3fn.train.frozen import backbone_features, can_cache, feature_plan
-from s3fn.train.loading import make_loader
+from s3fn.train.loading import make_loader, on_device
 from s3fn.train.options import MONITORS, FitOptions
 from s3fn.train.precision import Precision
 from s3fn.train.seeding import (
@@ -199,12 +199,6 @@ def _feature_draws(
     return sets
 
 
-def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = batch[0], batch[1]
-    x = torch.as_tensor(x).to(device, torch.float32, non_blocking=True)
-    return x, torch.as_tensor(y).to(device, torch.long, non_blocking=True)
-
-
 def _train_epoch(
     plan: StagePlan,
     loader: Iterable,
@@ -221,7 +215,7 @@ def _train_epoch(
         augment = ddp.shard_augment(augment)
     total, count = torch.zeros((), device=device), 0
     for batch in loader:
-        x, y = _batch(batch, device)
+        x, y = on_device(batch, device)
         if augment is not None:
             with record_function("s3fn.augment"):
                 x = augment(x, generator)
@@ -252,7 +246,7 @@ def _validate(
     module.eval()
     total, correct, count = 0.0, 0, 0
     for batch in loader:
-        x, y = _batch(batch, device)
+        x, y = on_device(batch, device)
         with precision.autocast():
             logits = module(x)
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))

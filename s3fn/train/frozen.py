@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from s3fn.models.semantic import S3FN
 from s3fn.train.augment import Augment
-from s3fn.train.loading import make_loader
+from s3fn.train.loading import make_loader, on_device
 from s3fn.train.stages import StagePlan
 
 
@@ -62,10 +62,10 @@ def backbone_features(
     features, labels = [], []
     loader, _ = make_loader(data, batch_size, False)
     for batch in loader:
-        x = torch.as_tensor(batch[0]).to(device, torch.float32)
+        x, y = on_device(batch, device)
         if augment is not None:
             x = augment(x, generator)
         features.append(backbone.features(x).float())
-        labels.append(torch.as_tensor(batch[1]).to(device, torch.long))
+        labels.append(y)
     backbone.train(was_training)
     return TensorDataset(torch.cat(features), torch.cat(labels))

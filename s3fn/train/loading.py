@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.utils.data import (
@@ -56,6 +57,12 @@ def make_loader(
     else:
         loader = DataLoader(data, batch_size=local, sampler=sampler, **settings)
     return loader, generator
+
+
+def on_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader's (windows, labels) batch as float32 windows and long labels on `device`."""
+    x = torch.as_tensor(batch[0]).to(device, torch.float32, non_blocking=True)
+    return x, torch.as_tensor(batch[1]).to(device, torch.long, non_blocking=True)
 
 
 class BatchReader(Dataset):
