@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import platform
 import shlex
@@ -49,7 +48,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from scipy import stats
 
 from benchmarks.accuracy_data import (
     DEFAULT_REAL_DIR,
@@ -60,6 +58,15 @@ from benchmarks.accuracy_data import (
     real_scene_data,
     small_objects_data,
 )
+from benchmarks.accuracy_stats import CONFIDENCE, summaries_and_pairs
+from benchmarks.description_corruption import CORRUPTIONS, MIXED_FRACTION, corrupt
+from benchmarks.sklearn_baselines import (
+    SVM_GRID,
+    fit_linear,
+    fit_svm,
+    object_spectra,
+    split_samples,
+)
 from s3fn.cli.datasets import SPLIT_FILE, open_data
 from s3fn.cli.embeddings import read_descriptions
 from s3fn.cli.outputs import METRICS_FILE
@@ -67,9 +74,8 @@ from s3fn.cli.progress import Progress
 from s3fn.cli.train import BUNDLE_DIR, train_run
 from s3fn.config import CONFIG_FILE, TrainConfig, option_fields
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.evaluate import Report, SeedSummary
-from s3fn.semantics import Descriptions, mix_sentences, save_descriptions, shuffle_descriptions
-from s3fn.semantics.ablations import split_sentences
+from s3fn.evaluate import Report
+from s3fn.semantics import save_descriptions
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "accuracy.json"
@@ -77,7 +83,6 @@ DOCS = REPO / "docs" / "results.md"
 DATASETS = ("materials", "small-objects", "materials-scene", "samson", "jasper-ridge", "moffett")
 OBJECT_DATASETS = ("materials", "small-objects")
 METHODS = ("default", "paper", "cnn", "linear", "svm")
-CORRUPTIONS = ("mixed", "first-sentence", "swapped")
 # Other ways the text can shape learning, beside the default's read-out.
 TEXT_VARIANTS = ("joint", "learnable-prototypes", "text-targets", "paper-head")
 SEMANTIC_METHODS = ("default", "no-semantics", *TEXT_VARIANTS, *CORRUPTIONS)
@@ -112,11 +117,7 @@ LABELS = {
 SEMANTIC_LABELS = {**LABELS, "default": "S3FN"}
 OBJECT_TRAIN, OBJECT_VAL = 5, 2
 SEMANTIC_TRAIN = (3, 5, 10)
-MIXED_FRACTION = 0.5
 DEFAULT_SEEDS = 5
-CONFIDENCE = 0.95
-SVM_GRID = {"C": (1.0, 10.0, 100.0, 1000.0), "gamma_factor": (0.1, 1.0, 10.0)}
-SVM_GRID_SAMPLES = 2000  # training samples the SVM's grid search looks at, at most
 CELL_VERSION = 1  # part of every cache key: raise it when a cell comes to mean something else
 NO_SPLIT = "not written by the default run of this seed (--fresh remakes a deleted one)"
 
@@ -173,70 +174,6 @@ class Cell:
         return dataclasses.replace(self, method="default")
 
 
-@dataclass(frozen=True)
-class PairedDifference:
-    """Per-seed differences a - b over the seeds both have, with a t-interval of their mean."""
-
-    seeds: list[int]
-    diffs: list[float]
-    confidence: float = CONFIDENCE
-
-    @property
-    def n(self) -> int:
-        """Number of paired seeds."""
-        return len(self.diffs)
-
-    @property
-    def mean(self) -> float:
-        """Mean difference."""
-        return float(np.mean(self.diffs))
-
-    def interval(self) -> tuple[float, float] | None:
-        """The `confidence` t-interval of the mean (None below two seeds)."""
-        if self.n < 2:
-            return None
-        sd = float(np.std(self.diffs, ddof=1))
-        half = float(stats.t.ppf((1 + self.confidence) / 2, self.n - 1)) * sd / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: seeds, differences, mean and interval."""
-        interval = self.interval()
-        return {
-            "seeds": self.seeds,
-            "diffs": self.diffs,
-            "mean": self.mean,
-            "low": None if interval is None else interval[0],
-            "high": None if interval is None else interval[1],
-            "confidence": self.confidence,
-        }
-
-
-def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> PairedDifference | None:
-    """a[seed] - b[seed] over the seeds in both (None when they share none)."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    return PairedDifference(seeds, [float(a[s] - b[s]) for s in seeds])
-
-
-def summarise(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and std over seeds of OA / AA / kappa / train time of the finished cells, and the
-    count of the others, for the cells of one (dataset, training size, method)."""
-    done = [c for c in cells if c["status"] == "ok"]
-    out: dict[str, Any] = {
-        "seeds": [c["seed"] for c in done],
-        "failed": sum(c["status"] == "failed" for c in cells),
-        "unavailable": sum(c["status"] == "unavailable" for c in cells),
-    }
-    if done:
-        metrics = ("oa", "aa", "kappa", "train_seconds")
-        summary = SeedSummary([{"seed": c["seed"], **{m: c[m] for m in metrics}} for c in done])
-        out.update(summary.to_dict())
-        out.pop("runs")
-    return out
-
-
 def mean_std(summary: Mapping[str, Any], metric: str, *, factor: float, digits: int) -> str:
     """ "mean ± std" of a summary's metric (the mean alone for one seed; "-" for none)."""
     if not summary["seeds"]:
@@ -274,86 +211,6 @@ def replace_section(text: str, name: str, body: str) -> str:
     if start < 0 or stop < 0:
         return text.rstrip("\n") + "\n\n" + block + "\n"
     return text[:start] + block + text[stop + len(end) :]
-
-
-def first_sentences(descriptions: Descriptions) -> Descriptions:
-    """Each class described by the first sentence of its first paragraph only."""
-    classes = {n: [split_sentences(descriptions[n][0])[0]] for n in descriptions.names}
-    meta = dict(descriptions.meta)
-    meta["ablations"] = [*meta.get("ablations", []), {"kind": "first_sentence"}]
-    return Descriptions(classes, meta, descriptions.source)
-
-
-def corrupt(descriptions: Descriptions, method: str, seed: int) -> Descriptions:
-    """The descriptions of corruption `method` ("mixed", "first-sentence" or "swapped")."""
-    if method == "mixed":
-        return mix_sentences(descriptions, MIXED_FRACTION, seed)
-    if method == "first-sentence":
-        return first_sentences(descriptions)
-    if method == "swapped":
-        return shuffle_descriptions(descriptions, seed)
-    raise ValueError(f"corrupt: unknown corruption {method!r}; expected one of {CORRUPTIONS}")
-
-
-def object_spectra(data: ObjectDataset) -> dict[str, np.ndarray]:
-    """Each object image's mean spectrum over its mask, by image id."""
-    spectra = {}
-    for i in range(len(data)):
-        sample = data[i]
-        spectra[sample.image_id] = sample.cube.data[sample.mask].mean(axis=0)
-    return spectra
-
-
-def split_samples(
-    data: ObjectDataset | SceneDataset, saved: Mapping[str, Any], spectra: Mapping[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X_train, y_train, X_test, y_test) of a saved split: mean spectra per object image, or
-    pixel spectra of a scene (labels 0..K-1)."""
-    parts = []
-    for part in ("train", "test"):
-        if isinstance(data, SceneDataset):
-            pixels = np.asarray(saved[part], dtype=np.int64).reshape(-1, 2)
-            rows, cols = pixels[:, 0], pixels[:, 1]
-            parts += [data.cube.data[rows, cols], data.labels[rows, cols] - 1]
-        else:
-            label = dict(zip(data.image_ids, data.labels.tolist(), strict=True))
-            parts += [
-                np.stack([spectra[i] for i in saved[part]]),
-                np.array([label[i] for i in saved[part]], dtype=np.int64),
-            ]
-    return parts[0], parts[1], parts[2], parts[3]
-
-
-def fit_linear(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
-    """Softmax regression on standardised spectra."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
-    return model.fit(x, y)
-
-
-def fit_svm(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
-    """RBF-SVM on standardised spectra, C and gamma chosen by stratified CV on the training part
-    (on at most `SVM_GRID_SAMPLES` of its samples), then refitted on all of it."""
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    model = make_pipeline(StandardScaler(), SVC(kernel="rbf"))
-    pick = np.random.default_rng(seed).permutation(len(y))[:SVM_GRID_SAMPLES]
-    folds = min(3, int(np.unique(y[pick], return_counts=True)[1].min()))
-    if folds < 2:
-        return model.fit(x, y)
-    grid = {
-        "svc__C": list(SVM_GRID["C"]),
-        "svc__gamma": [g / x.shape[1] for g in SVM_GRID["gamma_factor"]],
-    }
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(model, grid, cv=cv).fit(x[pick], y[pick])
-    return model.set_params(**search.best_params_).fit(x, y)
 
 
 def metrics_of(folder: Path) -> dict[str, Any]:
@@ -583,36 +440,6 @@ def plan(
         for seed in range(seeds)
         for method in ordered
     ]
-
-
-def group_results(
-    results: Sequence[Mapping[str, Any]],
-) -> dict[tuple[str, float], dict[str, list[Mapping[str, Any]]]]:
-    """Results by (dataset, training size), then by method."""
-    groups: dict[tuple[str, float], dict[str, list[Mapping[str, Any]]]] = {}
-    for r in results:
-        groups.setdefault((r["dataset"], r["train"]), {}).setdefault(r["method"], []).append(r)
-    return groups
-
-
-def summaries_and_pairs(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (dataset, training size): each method's summary and the paired OA difference of
-    `default` minus every other method."""
-    out = []
-    for (dataset, train), by_method in group_results(results).items():
-        default_oa = {
-            r["seed"]: r["oa"] for r in by_method.get("default", []) if r["status"] == "ok"
-        }
-        summaries = {m: summarise(cells) for m, cells in by_method.items()}
-        pairs = {}
-        for method, cells in by_method.items():
-            if method == "default":
-                continue
-            other = {r["seed"]: r["oa"] for r in cells if r["status"] == "ok"}
-            diff = paired_difference(default_oa, other)
-            pairs[method] = None if diff is None else diff.to_dict()
-        out.append({"dataset": dataset, "train": train, "methods": summaries, "paired": pairs})
-    return out
 
 
 def render(

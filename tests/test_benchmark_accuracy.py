@@ -13,6 +13,9 @@ from scipy import stats
 
 from benchmarks import accuracy as bench
 from benchmarks import accuracy_data as data
+from benchmarks.accuracy_stats import paired_difference, summaries_and_pairs, summarise
+from benchmarks.description_corruption import corrupt
+from benchmarks.sklearn_baselines import fit_linear, fit_svm, split_samples
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.envi import header_for
 from s3fn.semantics import Descriptions, load_descriptions
@@ -31,7 +34,7 @@ def _cell(status: str, seed: int, oa: float = 0.0, **extra: object) -> dict:
 def test_paired_difference_is_a_t_interval_over_common_seeds():
     a = {0: 0.80, 1: 0.90, 2: 0.85}
     b = {0: 0.70, 1: 0.85, 2: 0.80, 3: 0.50}
-    diff = bench.paired_difference(a, b)
+    diff = paired_difference(a, b)
     assert diff is not None and diff.seeds == [0, 1, 2]
     assert diff.diffs == pytest.approx([0.10, 0.05, 0.05])
     sd = np.std([0.10, 0.05, 0.05], ddof=1)
@@ -43,24 +46,24 @@ def test_paired_difference_is_a_t_interval_over_common_seeds():
 
 
 def test_paired_difference_edge_cases():
-    assert bench.paired_difference({0: 1.0}, {1: 1.0}) is None
-    one = bench.paired_difference({0: 0.9}, {0: 0.8})
+    assert paired_difference({0: 1.0}, {1: 1.0}) is None
+    one = paired_difference({0: 0.9}, {0: 0.8})
     assert one.interval() is None and one.to_dict()["high"] is None
-    same = bench.paired_difference({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7})
+    same = paired_difference({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7})
     assert same.interval() == pytest.approx((0.1, 0.1))
 
 
 def test_summarise_counts_and_sample_std():
     cells = [_cell("ok", 0, 0.8), _cell("ok", 1, 0.9), _cell("failed", 2), _cell("unavailable", 3)]
-    s = bench.summarise(cells)
+    s = summarise(cells)
     assert s["seeds"] == [0, 1] and s["failed"] == 1 and s["unavailable"] == 1
     assert s["mean"]["oa"] == pytest.approx(0.85)
     assert s["std"]["oa"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert s["mean"]["train_seconds"] == pytest.approx(10.5)
     assert bench.mean_std(s, "oa", factor=100, digits=2) == "85.00 ± 7.07"
-    single = bench.summarise([_cell("ok", 0, 0.8)])
+    single = summarise([_cell("ok", 0, 0.8)])
     assert bench.mean_std(single, "oa", factor=100, digits=1) == "80.0"
-    assert bench.mean_std(bench.summarise([_cell("failed", 0)]), "oa", factor=1, digits=1) == "-"
+    assert bench.mean_std(summarise([_cell("failed", 0)]), "oa", factor=1, digits=1) == "-"
 
 
 def test_summaries_pair_default_with_every_other_method():
@@ -71,7 +74,7 @@ def test_summaries_pair_default_with_every_other_method():
         _cell("ok", 1, 0.7, method="linear"),
         _cell("failed", 0, method="paper"),
     ]
-    (group,) = bench.summaries_and_pairs(results)
+    (group,) = summaries_and_pairs(results)
     assert list(group["methods"]) == ["default", "linear", "paper"]
     assert group["paired"]["linear"]["diffs"] == pytest.approx([0.2, 0.1])
     assert group["paired"]["paper"] is None
@@ -87,7 +90,7 @@ def test_summaries_pair_default_with_every_other_method():
 
 def test_format_difference():
     assert bench.format_difference(None) == ("-", "-", "0", "-")
-    diff = bench.paired_difference({0: 0.9}, {0: 0.85}).to_dict()
+    diff = paired_difference({0: 0.9}, {0: 0.85}).to_dict()
     assert bench.format_difference(diff) == ("+5.00", "-", "1", "+5.00")
 
 
@@ -138,17 +141,17 @@ def _descriptions() -> Descriptions:
 
 def test_corruptions_keep_the_classes():
     original = _descriptions()
-    first = bench.corrupt(original, "first-sentence", 0)
+    first = corrupt(original, "first-sentence", 0)
     assert first.names == original.names
     assert first["soil"] == ("Soil is bare ground.",)
     assert all(len(split_sentences(first[n][0])) == 1 for n in first.names)
-    swapped = bench.corrupt(original, "swapped", 0)
+    swapped = corrupt(original, "swapped", 0)
     assert all("water" in p.lower() for p in swapped["water"]) and swapped != original
     assert swapped["water"][0] != original["water"][0]
-    mixed = bench.corrupt(original, "mixed", 0)
+    mixed = corrupt(original, "mixed", 0)
     assert mixed.names == original.names and mixed != original
     with pytest.raises(ValueError, match="unknown corruption"):
-        bench.corrupt(original, "nonsense", 0)
+        corrupt(original, "nonsense", 0)
 
 
 def test_real_scene_descriptions_cover_their_classes():
@@ -216,7 +219,7 @@ def test_real_scene_files_and_baseline_samples(tmp_path: Path):
     opened = SceneDataset.from_files(scene.data, scene.labels, list(scene.classes))
     assert np.array_equal(opened.cube.data, cube) and np.array_equal(opened.labels, labels)
     saved = {"train": [[0, 0], [4, 4]], "test": [[1, 1], [5, 3], [2, 0]]}
-    x, y, x_test, y_test = bench.split_samples(opened, saved, {})
+    x, y, x_test, y_test = split_samples(opened, saved, {})
     assert np.array_equal(x, cube[[0, 4], [0, 4]]) and y.tolist() == [0, 1]
     assert x_test.shape == (3, 4) and y_test.tolist() == [0, 1, 0]
     with pytest.raises(FileNotFoundError):
@@ -232,12 +235,12 @@ def test_object_samples_use_each_image_mean_spectrum():
 
     spectra = {"a/1": np.array([1.0, 0.0]), "a/2": np.array([2.0, 0.0]), "b/1": np.ones(2)}
     saved = {"train": ["b/1", "a/1"], "test": ["a/2"]}
-    x, y, x_test, y_test = bench.split_samples(Tiny(), saved, spectra)
+    x, y, x_test, y_test = split_samples(Tiny(), saved, spectra)
     assert x.tolist() == [[1.0, 1.0], [1.0, 0.0]] and y.tolist() == [1, 0]
     assert x_test.tolist() == [[2.0, 0.0]] and y_test.tolist() == [0]
 
 
-@pytest.mark.parametrize("fit", [bench.fit_linear, bench.fit_svm])
+@pytest.mark.parametrize("fit", [fit_linear, fit_svm])
 def test_baselines_separate_separable_spectra(fit):
     rng = np.random.default_rng(0)
     centres = np.array([[0.2, 0.5, 0.8], [0.8, 0.5, 0.2], [0.5, 0.9, 0.5]])
