@@ -11,8 +11,22 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks import accuracy as bench
 from benchmarks import accuracy_data as data
+from benchmarks.accuracy import parse_args
+from benchmarks.accuracy_plan import (
+    DATASETS,
+    LABELS,
+    METHODS,
+    OBJECT_TRAIN,
+    QUICK,
+    SEMANTIC_LABELS,
+    SEMANTIC_METHODS,
+    SEMANTIC_TRAIN,
+    Cell,
+    plan,
+    select,
+)
+from benchmarks.accuracy_render import format_difference, mean_std, render, replace_section
 from benchmarks.accuracy_stats import paired_difference, summaries_and_pairs, summarise
 from benchmarks.description_corruption import corrupt
 from benchmarks.sklearn_baselines import fit_linear, fit_svm, split_samples
@@ -60,10 +74,10 @@ def test_summarise_counts_and_sample_std():
     assert s["mean"]["oa"] == pytest.approx(0.85)
     assert s["std"]["oa"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert s["mean"]["train_seconds"] == pytest.approx(10.5)
-    assert bench.mean_std(s, "oa", factor=100, digits=2) == "85.00 ± 7.07"
+    assert mean_std(s, "oa", factor=100, digits=2) == "85.00 ± 7.07"
     single = summarise([_cell("ok", 0, 0.8)])
-    assert bench.mean_std(single, "oa", factor=100, digits=1) == "80.0"
-    assert bench.mean_std(summarise([_cell("failed", 0)]), "oa", factor=1, digits=1) == "-"
+    assert mean_std(single, "oa", factor=100, digits=1) == "80.0"
+    assert mean_std(summarise([_cell("failed", 0)]), "oa", factor=1, digits=1) == "-"
 
 
 def test_summaries_pair_default_with_every_other_method():
@@ -78,41 +92,41 @@ def test_summaries_pair_default_with_every_other_method():
     assert list(group["methods"]) == ["default", "linear", "paper"]
     assert group["paired"]["linear"]["diffs"] == pytest.approx([0.2, 0.1])
     assert group["paired"]["paper"] is None
-    summary, paired = bench.render([group], bench.LABELS, with_train=False)
+    summary, paired = render([group], LABELS, with_train=False)
     lines = summary.splitlines()
     assert lines[0].startswith("| dataset | method | OA (%)") and len(lines) == 5
     assert lines[-1].endswith("| - | - | - | - | 0 (1 failed, 0 unavailable) |")
     assert "| d | softmax regression on spectra | +15.00 |" in paired
     assert "+20.00, +10.00" in paired
-    summary, _ = bench.render([group], bench.SEMANTIC_LABELS, with_train=True)
+    summary, _ = render([group], SEMANTIC_LABELS, with_train=True)
     assert summary.splitlines()[2].startswith("| d | 5 | S3FN |")
 
 
 def test_format_difference():
-    assert bench.format_difference(None) == ("-", "-", "0", "-")
+    assert format_difference(None) == ("-", "-", "0", "-")
     diff = paired_difference({0: 0.9}, {0: 0.85}).to_dict()
-    assert bench.format_difference(diff) == ("+5.00", "-", "1", "+5.00")
+    assert format_difference(diff) == ("+5.00", "-", "1", "+5.00")
 
 
 def test_replace_section_appends_then_replaces_in_place():
     text = "# Results\n\nintro\n"
-    once = bench.replace_section(text, "accuracy", "table 1")
+    once = replace_section(text, "accuracy", "table 1")
     assert once == "# Results\n\nintro\n\n<!-- accuracy:begin -->\ntable 1\n<!-- accuracy:end -->\n"
-    twice = bench.replace_section(once + "\nafter\n", "accuracy", "table 2\n")
+    twice = replace_section(once + "\nafter\n", "accuracy", "table 2\n")
     assert "table 1" not in twice and twice.endswith("<!-- accuracy:end -->\n\nafter\n")
-    both = bench.replace_section(twice, "semantics", "other")
-    assert bench.replace_section(both, "accuracy", "table 2") == both
+    both = replace_section(twice, "semantics", "other")
+    assert replace_section(both, "accuracy", "table 2") == both
 
 
 def test_plan_runs_default_first_per_seed():
-    cells = bench.plan(["a"], ["linear", "default"], 2, {"a": [(5.0, 2.0)]})
+    cells = plan(["a"], ["linear", "default"], 2, {"a": [(5.0, 2.0)]})
     assert [(c.method, c.seed) for c in cells] == [
         ("default", 0),
         ("linear", 0),
         ("default", 1),
         ("linear", 1),
     ]
-    cells = bench.plan(["a"], ["cnn"], 1, {"a": [(3.0, 2.0), (5.0, 2.0)]})
+    cells = plan(["a"], ["cnn"], 1, {"a": [(3.0, 2.0), (5.0, 2.0)]})
     assert [(c.method, c.train) for c in cells] == [
         ("default", 3.0),
         ("cnn", 3.0),
@@ -122,11 +136,11 @@ def test_plan_runs_default_first_per_seed():
 
 
 def test_cell_keys_name_the_recipe():
-    cell = bench.Cell("moffett", "cnn", 1, 0.6, 0.2)
+    cell = Cell("moffett", "cnn", 1, 0.6, 0.2)
     key = cell.key({})
     assert key.startswith("moffett-cnn-t0.6-v0.2-s1-") and key == cell.key({})
     assert key != cell.key({"epochs": 1})
-    assert cell.default_cell() == bench.Cell("moffett", "default", 1, 0.6, 0.2)
+    assert cell.default_cell() == Cell("moffett", "default", 1, 0.6, 0.2)
 
 
 def _descriptions() -> Descriptions:
@@ -251,15 +265,15 @@ def test_baselines_separate_separable_spectra(fit):
 
 
 def test_selection_of_tables_datasets_and_methods():
-    quick = bench.select(bench.parse_args(["--quick"]))
-    assert quick.table == "accuracy" and quick.datasets == list(bench.QUICK.datasets)
-    assert quick.seeds == bench.QUICK.seeds and quick.methods == list(bench.METHODS)
-    some = bench.select(bench.parse_args(["--methods", "linear", "--seeds", "3"]))
+    quick = select(parse_args(["--quick"]))
+    assert quick.table == "accuracy" and quick.datasets == list(QUICK.datasets)
+    assert quick.seeds == QUICK.seeds and quick.methods == list(METHODS)
+    some = select(parse_args(["--methods", "linear", "--seeds", "3"]))
     assert some.methods == ["default", "linear"] and some.seeds == 3
-    assert some.datasets == list(bench.DATASETS) and some.counts == (bench.OBJECT_TRAIN,)
-    semantic = bench.select(bench.parse_args(["--semantics", "--datasets", "moffett", "materials"]))
+    assert some.datasets == list(DATASETS) and some.counts == (OBJECT_TRAIN,)
+    semantic = select(parse_args(["--semantics", "--datasets", "moffett", "materials"]))
     assert semantic.table == "semantics" and semantic.datasets == ["materials"]
-    assert list(semantic.skipped) == ["moffett"] and semantic.counts == bench.SEMANTIC_TRAIN
-    assert semantic.methods == list(bench.SEMANTIC_METHODS)
+    assert list(semantic.skipped) == ["moffett"] and semantic.counts == SEMANTIC_TRAIN
+    assert semantic.methods == list(SEMANTIC_METHODS)
     with pytest.raises(SystemExit):
-        bench.parse_args(["--semantics", "--methods", "cnn"])
+        parse_args(["--semantics", "--methods", "cnn"])
