@@ -321,8 +321,25 @@ def semantic_after_cnn(
 AUGMENTED = Augment(scale=(0.8, 1.2), flip=True, noise=0.1)
 
 
+# Units in the last place by which the cached and per-epoch semantic stages may differ. They
+# compute each window's feature in different batches (the cache reads the windows in order, the
+# per-epoch path in shuffled batches), and the CPU's GEMM kernels (oneDNN / MKL) are chosen by
+# batch size and CPU, so a feature can differ in its last bits between the two. Over 4 epochs of
+# Adam that stays at the weights' own rounding (measured: under 1 ulp on Intel and AMD EPYC); a
+# real difference between the paths, such as one epoch more or less, moves them by about 1e-3.
+FLOAT32_ULPS = 16
+
+
+def assert_within_float32_rounding(actual: dict, expected: dict, ulps: int = FLOAT32_ULPS) -> None:
+    """Every tensor of `actual` equals `expected`'s within `ulps` float32 units of its scale."""
+    eps = torch.finfo(torch.float32).eps
+    for key, value in expected.items():
+        scale = max(1.0, float(value.abs().max()))
+        torch.testing.assert_close(actual[key], value, rtol=0.0, atol=ulps * eps * scale, msg=key)
+
+
 @pytest.mark.parametrize("learnable_prototypes", [False, True])
-def test_frozen_backbone_computed_once_gives_bit_identical_weights(learnable_prototypes):
+def test_frozen_backbone_computed_once_matches_the_per_epoch_path(learnable_prototypes):
     runs = {
         cached: semantic_after_cnn(
             None, cached, epochs=4, learnable_prototypes=learnable_prototypes
@@ -330,13 +347,25 @@ def test_frozen_backbone_computed_once_gives_bit_identical_weights(learnable_pro
         for cached in (True, False)
     }
     model, result, windows_through_backbone = runs[True]
-    for key, value in snapshot(runs[False][0]).items():
-        assert torch.equal(snapshot(model)[key], value), key
-    assert [r["val_loss"] for r in result.history] == [
-        r["val_loss"] for r in runs[False][1].history
-    ]
+    assert_within_float32_rounding(snapshot(model), snapshot(runs[False][0]))
+    eps = torch.finfo(torch.float32).eps
+    assert [r["val_loss"] for r in result.history] == pytest.approx(
+        [r["val_loss"] for r in runs[False][1].history], rel=FLOAT32_ULPS * eps
+    )
     assert windows_through_backbone == 100  # every window once, not once per epoch
     assert runs[False][2] >= 4 * 100
+    # Same kernels, same batches: the cached path itself is bit-reproducible.
+    again = semantic_after_cnn(None, True, epochs=4, learnable_prototypes=learnable_prototypes)
+    for key, value in snapshot(model).items():
+        assert torch.equal(snapshot(again[0])[key], value), key
+
+
+def test_the_rounding_tolerance_tells_a_different_training_apart():
+    """One epoch fewer on the per-epoch path is a real difference, far outside the tolerance."""
+    cached = snapshot(semantic_after_cnn(None, True, epochs=4)[0])
+    shorter = snapshot(semantic_after_cnn(None, False, epochs=3)[0])
+    with pytest.raises(AssertionError):
+        assert_within_float32_rounding(cached, shorter)
 
 
 def test_only_a_frozen_s3fn_backbone_is_cached():

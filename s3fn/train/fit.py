@@ -76,14 +76,15 @@ def fit(
     Data are Datasets of (window, label[, image id]) items (or DataLoaders, used as given);
     windows are C x h x w or 1 x C x h x w. `options` (default `FitOptions()`) updated by
     `changes` (e.g. `epochs=20, lr=3e-4`) set the hyper-parameters. Every epoch reseeds from
-    (`seed`, epoch), so CPU runs are bit-reproducible. With `checkpoint_dir`, the state after
-    each epoch is written atomically to `<checkpoint_dir>/<stage>.pt`; `resume=True` continues
-    from it (or starts afresh if there is none) and ends on the same weights as an
-    uninterrupted run. `callbacks` get each epoch's record after its checkpoint is written.
-    The model ends in eval mode, on `device` (default: CUDA if available, else CPU).
+    (`seed`, epoch), so CPU runs are bit-reproducible on one machine. With `checkpoint_dir`,
+    the state after each epoch is written atomically to `<checkpoint_dir>/<stage>.pt`;
+    `resume=True` continues from it (or starts afresh if there is none) and ends on the same
+    weights as an uninterrupted run. `callbacks` get each epoch's record after its checkpoint
+    is written. The model ends in eval mode, on `device` (default: CUDA if available, else CPU).
     A "semantic" stage computes the frozen backbone's features once (once per augmentation
     draw, `frozen_draws`, where augmentation changes the windows) and trains the head on them
-    (`cache_frozen`; without augmentation, the same result as running the backbone each epoch).
+    (`cache_frozen`; without augmentation, the result of running the backbone each epoch, up to
+    float rounding).
     Inside an initialised torch.distributed group, training is data-parallel (see
     `s3fn.train.distributed`): `batch_size` is the global batch and rank 0 alone writes.
     """
