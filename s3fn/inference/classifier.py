@@ -26,7 +26,7 @@ from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
 from s3fn.inference.bands import band_map
 from s3fn.inference.bundle import load_bundle, save_bundle
-from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles
+from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles, write_tiles
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
 from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
@@ -84,7 +84,7 @@ class Classifier:
                 f"Classifier: the model takes {in_bands} bands but the preprocessor gives "
                 f"{preprocessor.n_components} components"
             )
-        if getattr(net, "window", self.window) != self.window:
+        if getattr(net, "window", None) not in (None, self.window):
             raise ValueError(
                 f"Classifier: the model takes {net.window} windows; window={self.window} given"
             )
@@ -204,20 +204,14 @@ class Classifier:
             "transform": source.transform,
         }
         with ExitStack() as stack:
-            labels = stack.enter_context(open_map_writer(labels_path, kind=LABELS, **common))
-            writers = [labels]
+            writers = [stack.enter_context(open_map_writer(labels_path, kind=LABELS, **common))]
             if probabilities_path is not None:
                 writers.append(
                     stack.enter_context(
                         open_map_writer(probabilities_path, kind=PROBABILITIES, **common)
                     )
                 )
-            for part in self.map_tiles(source, mask, tile=tile):
-                labels.write(part.row0, part.col0, part.labels)
-                if probabilities_path is not None:
-                    writers[1].write(part.row0, part.col0, part.probabilities)
-                if on_tile is not None:
-                    on_tile(part)
+            write_tiles(self.map_tiles(source, mask, tile=tile), *writers, on_tile=on_tile)
         return [writer.path for writer in writers]
 
     def evaluate(

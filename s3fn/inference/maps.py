@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -34,6 +35,28 @@ class MapTile:
     col0: int
     labels: np.ndarray
     probabilities: np.ndarray
+
+
+class TileSink(Protocol):
+    """Where map tiles go: a map file's writer, or a scratch array shared between processes."""
+
+    def write(self, row0: int, col0: int, tile: np.ndarray) -> None:
+        """Store `tile` (h x w labels, or h x w x K probabilities) at top-left (row0, col0)."""
+
+
+def write_tiles(
+    tiles: Iterable[MapTile],
+    labels: TileSink,
+    probabilities: TileSink | None = None,
+    on_tile: Callable[[MapTile], None] | None = None,
+) -> None:
+    """Hand each tile's labels (and probabilities) to the sinks, then to `on_tile` (a bar, say)."""
+    for part in tiles:
+        labels.write(part.row0, part.col0, part.labels)
+        if probabilities is not None:
+            probabilities.write(part.row0, part.col0, part.probabilities)
+        if on_tile is not None:
+            on_tile(part)
 
 
 def tile_origins(height: int, width: int, tile: int = DEFAULT_TILE) -> list[tuple[int, int]]:

@@ -5,6 +5,7 @@ an architecture. The 3D-CNN runs its conv blocks through the fused `s3fn.ops` ke
 through `s3fn.ops.reference` with `use_fused_ops=False`.
 """
 
+from s3fn.models.base import WindowClassifier
 from s3fn.models.baselines import SpectralMeanMLP
 from s3fn.models.cnn import (
     NO_POOLS,
@@ -14,19 +15,33 @@ from s3fn.models.cnn import (
     minimum_input_size,
 )
 from s3fn.models.layers import Conv3dBlock
-from s3fn.models.registry import MODEL_TYPES, build_model
+from s3fn.models.registry import (
+    MODEL_TYPES,
+    MODELS,
+    ModelRequest,
+    ModelSpec,
+    build_model,
+    get_model,
+    list_models,
+)
 from s3fn.models.semantic import S3FN, TEMPERATURES
 
 __all__ = [
+    "MODELS",
     "MODEL_TYPES",
     "NO_POOLS",
     "PAPER_POOLS",
     "S3FN",
     "TEMPERATURES",
     "Conv3dBlock",
+    "ModelRequest",
+    "ModelSpec",
     "SpectralMeanMLP",
     "SpectralSpatialCNN",
+    "WindowClassifier",
     "build_model",
     "conv_output_shape",
+    "get_model",
+    "list_models",
     "minimum_input_size",
 ]

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from s3fn.models.inputs import as_model_input, as_window, check_counts
-from s3fn.models.layers import Conv3dBlock, classifier_head
+from s3fn.models.base import WindowClassifier
+from s3fn.models.dense import shift_and_stitch, window_means
+from s3fn.models.inputs import as_model_input, as_window
+from s3fn.models.layers import Conv3dBlock
 
 # (pool after the block) for the three conv blocks of DESIGN.md section 1, step 3.
 PAPER_POOLS = ("avg", None, "avg")
 NO_POOLS = (None, None, None)
 
 
-class SpectralSpatialCNN(nn.Module):
+class SpectralSpatialCNN(WindowClassifier):
     """Conv3d(1->32)+ReLU, AvgPool 2 -> Conv3d(32->64)+ReLU -> Conv3d(64->128)+ReLU, AvgPool 2
     -> Flatten -> Dense(128)+ReLU [the feature] -> Dropout(0.5) -> Dense(64)+ReLU -> Dense(K).
 
@@ -46,7 +48,9 @@ class SpectralSpatialCNN(nn.Module):
         pools: Sequence[str | None] = PAPER_POOLS,
         use_fused_ops: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            in_bands, n_classes, feature_dim=feature_dim, hidden_dim=hidden_dim, dropout=dropout
+        )
         if len(channels) != len(PAPER_POOLS) or len(pools) != len(PAPER_POOLS):
             raise ValueError(
                 f"channels={tuple(channels)}, pools={tuple(pools)}: expected "
@@ -54,16 +58,10 @@ class SpectralSpatialCNN(nn.Module):
             )
         if any(pool not in ("avg", None) for pool in pools):
             raise ValueError(f"pools={tuple(pools)}: expected 'avg' or None for each block")
-        check_counts(in_bands, n_classes)
-        self.in_bands = int(in_bands)
-        self.n_classes = int(n_classes)
         self.window = as_window(window)
         self.channels = tuple(int(c) for c in channels)
         self.kernel_size = int(kernel_size)
         self.padding = int(padding)
-        self.feature_dim = int(feature_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.dropout = float(dropout)
         self.spectral_branch = bool(spectral_branch)
         self.pools = tuple(pools)
         out_shape = conv_output_shape(
@@ -87,9 +85,6 @@ class SpectralSpatialCNN(nn.Module):
         flat = self.channels[-1] * out_shape[0] * out_shape[1] * out_shape[2]
         self.feature = nn.Sequential(nn.Flatten(), nn.Linear(flat, self.feature_dim))
         self.spectral = nn.Linear(2 * self.in_bands, self.feature_dim) if spectral_branch else None
-        self.classifier = classifier_head(
-            self.feature_dim, self.hidden_dim, self.n_classes, self.dropout
-        )
 
     @property
     def use_fused_ops(self) -> bool:
@@ -114,30 +109,55 @@ class SpectralSpatialCNN(nn.Module):
         h, w = self.window
         return torch.cat([x.mean(dim=(3, 4)).flatten(1), x[:, 0, :, h // 2, w // 2]], dim=1)
 
-    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, n_classes) from `features` output."""
-        return self.classifier(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, n_classes)."""
-        return self.classify_features(self.features(x))
-
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-ready) that rebuild this architecture."""
+    def architecture(self) -> dict[str, Any]:
+        """The constructor arguments of the conv part and the spectral branch (JSON-ready)."""
         return {
-            "type": type(self).__name__,
-            "in_bands": self.in_bands,
-            "n_classes": self.n_classes,
             "window": list(self.window),
             "channels": list(self.channels),
             "kernel_size": self.kernel_size,
             "padding": self.padding,
-            "feature_dim": self.feature_dim,
-            "hidden_dim": self.hidden_dim,
-            "dropout": self.dropout,
             "spectral_branch": self.spectral_branch,
             "pools": list(self.pools),
         }
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], *, use_fused_ops: bool = True
+    ) -> SpectralSpatialCNN:
+        """A freshly initialised network of `config()`'s architecture (without its "type")."""
+        args = dict(config)
+        args["window"] = tuple(args["window"])
+        args["channels"] = tuple(args["channels"])
+        if "pools" in args:
+            args["pools"] = tuple(args["pools"])
+        return cls(**args, use_fused_ops=use_fused_ops)
+
+    @property
+    def dense_stride(self) -> int:
+        """2 per stride-2 pool: the spacing of the dense pass's phase grids."""
+        return 2 ** sum(pool is not None for pool in self.pools)
+
+    def dense_unsupported(self) -> str | None:
+        """Padded windows zero-pad their own borders, which a pass over a tile cannot repeat."""
+        if self.padding != 0:
+            return (
+                f"{type(self).__name__} with padding={self.padding} is not supported (each "
+                "window zero-pads its own borders, which a dense pass cannot reproduce); "
+                "expected padding=0"
+            )
+        return None
+
+    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+        """(rows * cols, feature_dim): `features` of every window of `tile`, by shift and stitch
+        over the conv blocks (`s3fn.models.dense`)."""
+        h, w = window
+        rows, cols = tile.shape[1] - h + 1, tile.shape[2] - w + 1
+        z = shift_and_stitch(self, tile, rows, cols, self.dense_stride)
+        if self.spectral is not None:
+            centres = tile[:, h // 2 : h // 2 + rows, w // 2 : w // 2 + cols]
+            centres = centres.permute(1, 2, 0).reshape(-1, tile.shape[0])
+            z = z + self.spectral(torch.cat([window_means(tile, h, w), centres], dim=1))
+        return torch.relu(z)
 
 
 def conv_output_shape(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -163,3 +164,49 @@ class S3FN(nn.Module):
             "max_scale": self.max_scale,
             "prototypes": self.prototypes,
         }
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        class_embeddings: torch.Tensor,
+        *,
+        build_backbone: Callable[[Mapping[str, Any]], nn.Module],
+        use_fused_ops: bool = True,
+    ) -> S3FN:
+        """A freshly initialised S3FN of `config()`'s architecture (without its "type") on the
+        `class_embeddings` (K x d_text) it was trained with; `build_backbone(config)` rebuilds
+        the backbone from its own config."""
+        args = dict(config)
+        backbone = build_backbone(args.pop("backbone"))
+        n_classes, text_dim = args.pop("n_classes"), args.pop("text_dim")
+        if tuple(class_embeddings.shape) != (n_classes, text_dim):
+            raise ValueError(
+                f"model config: class_embeddings are {tuple(class_embeddings.shape)}; "
+                f"expected ({n_classes}, {text_dim})"
+            )
+        return cls(backbone, class_embeddings, **args, use_fused_ops=use_fused_ops)
+
+    @property
+    def in_bands(self) -> int:
+        """Bands (components) the backbone takes."""
+        return self.backbone.in_bands
+
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """The window size the backbone takes (None: any)."""
+        return self.backbone.window
+
+    @property
+    def dense_stride(self) -> int:
+        """The backbone's dense stride."""
+        return self.backbone.dense_stride
+
+    def dense_unsupported(self) -> str | None:
+        """Why the backbone cannot run densely, or None: the head works on any feature rows."""
+        reason = self.backbone.dense_unsupported()
+        return None if reason is None else f"an S3FN on a {reason}"
+
+    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+        """The backbone's features of every window of `tile` (see `WindowClassifier`)."""
+        return self.backbone.dense_features(tile, window)
