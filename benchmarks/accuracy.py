@@ -8,7 +8,7 @@ stored as raw uint16 images with their water-absorption bands (`small-objects`, 
 `benchmarks.accuracy_data`), and three real airborne scenes (`samson`, `jasper-ridge`,
 `moffett`, from shared/data/real; skipped when that folder is missing).
 
-Methods: `default` (what a user's first `s3fn train` does: `s3fn.cli.train.train_run` with the
+Methods: `default` (what a user's first `s3fn train` does: `s3fn.train.run.train_run` with the
 default options and the class descriptions), `paper` (the same with `preset="paper"`), `cnn`
 (the plain 3D-CNN: `stage="cnn"` without the spectral branch), and two scikit-learn baselines
 on spectra, `linear` (softmax regression) and `svm` (RBF-SVM, small CV grid): per object

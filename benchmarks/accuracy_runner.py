@@ -28,15 +28,17 @@ from benchmarks.accuracy_data import (
 from benchmarks.accuracy_plan import SKLEARN_METHODS, TRAIN_CHANGES, Cell
 from benchmarks.description_corruption import CORRUPTIONS, corrupt
 from benchmarks.sklearn_baselines import fit_linear, fit_svm, object_spectra, split_samples
-from s3fn.cli.datasets import SPLIT_FILE, open_data
-from s3fn.cli.embeddings import read_descriptions
-from s3fn.cli.outputs import METRICS_FILE
-from s3fn.cli.progress import Progress
-from s3fn.cli.train import BUNDLE_DIR, train_run
 from s3fn.config import CONFIG_FILE, TrainConfig, option_fields
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.opening import open_data
+from s3fn.data.split_files import SPLIT_FILE
 from s3fn.evaluate import Report
+from s3fn.evaluate.results import METRICS_FILE
+from s3fn.inference import RUN_BUNDLE_DIR
+from s3fn.progress import Progress
 from s3fn.semantics import save_descriptions
+from s3fn.semantics.class_embeddings import read_descriptions
+from s3fn.train.run import train_run
 
 NO_SPLIT = "not written by the default run of this seed (--fresh remakes a deleted one)"
 
@@ -215,7 +217,7 @@ class Suite:
             if line.startswith("chose ")
         ]
         result["warnings"] = sorted({str(w.message) for w in caught})
-        for bulky in (BUNDLE_DIR, "checkpoints"):
+        for bulky in (RUN_BUNDLE_DIR, "checkpoints"):
             shutil.rmtree(folder / bulky, ignore_errors=True)
         return result
 

@@ -22,9 +22,9 @@ import torch
 
 from benchmarks.accuracy_data import SMALL_CLASSES, write_small_objects
 from s3fn.cache_dir import cache_root
-from s3fn.cli.progress import Progress
-from s3fn.cli.train import train_run
 from s3fn.config import TrainConfig
+from s3fn.progress import Progress
+from s3fn.train.run import train_run
 
 RESULTS_FILE = Path(__file__).parent / "results" / "first_run.json"
 TARGET_SECONDS = 180.0

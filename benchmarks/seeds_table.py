@@ -25,12 +25,14 @@ import copy
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from s3fn.data import builtin, split_objects
 from s3fn.data.store import WindowStore
+from s3fn.demo import plain_stages
 from s3fn.evaluate import markdown_table, run_seeds
 from s3fn.inference import Classifier
 from s3fn.models import S3FN
@@ -51,22 +53,24 @@ def train_seed(seed: int, args: argparse.Namespace, data, embeddings, workdir: P
     """Train the four methods on split `seed`; returns {method: {metric: value}}."""
     split = split_objects(data.labels, data.class_names, train=args.train, val=args.val, seed=seed)
     options = FitOptions(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size)
-    common = {
-        "window": args.window,
-        "windows_per_image": args.windows,
-        "options": options,
-        "seed": seed,
-        "in_memory": True,
-    }
+    training = plain_stages(
+        window=args.window,
+        windows_per_image=args.windows,
+        epochs=args.epochs,
+        semantic_epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        seed=seed,
+    )
     folder = workdir / f"seed{seed}"
     s3fn = train_classifier(
         data,
         split,
+        settings=training,
         class_embeddings=embeddings,
-        semantic_options=options,
         workdir=folder,
+        in_memory=True,
         verbose=args.verbose,
-        **common,
     )
     settings = {"window": s3fn.window, "n_windows": s3fn.n_windows, "seed": seed}
     cnn = Classifier(s3fn.model.backbone, s3fn.preprocessor, data.class_names, **settings)
@@ -78,7 +82,9 @@ def train_seed(seed: int, args: argparse.Namespace, data, embeddings, workdir: P
     val = WindowStore(folder / "windows" / "val.h5", in_memory=True)
     fit(learnable, train, val, stage="semantic", options=options, seed=seed, verbose=args.verbose)
     learnable_clf = Classifier(learnable, s3fn.preprocessor, data.class_names, **settings)
-    mean = train_classifier(data, split, model="spectral-mean", **common)
+    mean = train_classifier(
+        data, split, settings=replace(training, stage="spectral-mean"), in_memory=True
+    )
     classifiers = {"s3fn": s3fn, "s3fn-learnable": learnable_clf, "cnn": cnn, "spectral-mean": mean}
     out = {}
     for name, classifier in classifiers.items():

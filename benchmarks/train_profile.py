@@ -37,11 +37,11 @@ from benchmarks.accuracy_data import DEFAULT_REAL_DIR, BenchData, builtin_data, 
 from benchmarks.first_run import first_run_data
 from benchmarks.run import machine_info, machine_name
 from s3fn.cache_dir import cache_root
-from s3fn.cli.progress import Progress
-from s3fn.cli.train import train_run
 from s3fn.config import TrainConfig
 from s3fn.inference import Classifier
+from s3fn.progress import Progress
 from s3fn.train.presets import get_preset
+from s3fn.train.run import train_run
 from s3fn.train.stages import plan_stage
 
 RESULTS = Path(__file__).parent / "results"

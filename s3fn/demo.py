@@ -11,20 +11,21 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from s3fn.cli.embeddings import encode
-from s3fn.cli.outputs import score
-from s3fn.cli.progress import CountingObjects, Progress
 from s3fn.data import builtin, split_objects
 from s3fn.data.datasets import ObjectDataset
 from s3fn.evaluate import markdown_table, run_seeds
 from s3fn.evaluate.predict import Evaluation
+from s3fn.evaluate.results import score
 from s3fn.inference import Classifier
+from s3fn.progress import CountingObjects, Progress
 from s3fn.report import write_report
 from s3fn.semantics import bundled_descriptions
-from s3fn.train import FitOptions, train_classifier
+from s3fn.semantics.class_embeddings import encode
+from s3fn.train import FitOptions, TrainSettings, train_classifier
 
 METHODS = ("S3FN", "3D-CNN", "Spectral-mean MLP")
 METRICS = ("image_oa", "image_aa", "image_kappa")
@@ -124,6 +125,23 @@ def run_demo(
     return DemoResult(evaluations, per_seed, table, files, seconds)
 
 
+def plain_stages(**values: Any) -> TrainSettings:
+    """`TrainSettings` whose two stages train with `FitOptions`' own defaults (random scale
+    only, weight decay 1e-4, no label smoothing) instead of the preset's, updated by `values`."""
+    plain = FitOptions()
+    return TrainSettings(
+        **{
+            "weight_decay": plain.weight_decay,
+            "augment_scale": list(plain.augment.scale),
+            "flip": plain.augment.flip,
+            "rot90": plain.augment.rot90,
+            "noise": plain.augment.noise,
+            "label_smoothing": plain.label_smoothing,
+            **values,
+        }
+    )
+
+
 def _train_seed(
     data: ObjectDataset,
     embeddings: torch.Tensor,
@@ -135,16 +153,15 @@ def _train_seed(
     split = split_objects(
         data.labels, data.class_names, train=settings.train, val=settings.val, seed=seed
     )
-    options = FitOptions(
-        epochs=settings.epochs, patience=settings.patience, batch_size=settings.batch_size
+    training = plain_stages(
+        window=settings.window,
+        windows_per_image=settings.windows_per_image,
+        epochs=settings.epochs,
+        semantic_epochs=settings.semantic_epochs,
+        patience=settings.patience,
+        batch_size=settings.batch_size,
+        seed=seed,
     )
-    common = {
-        "window": settings.window,
-        "windows_per_image": settings.windows_per_image,
-        "options": options,
-        "seed": seed,
-        "in_memory": True,
-    }
     counting = CountingObjects(data)
     reads = len(split.train) + len(data)
     label = f"seed {seed}: cutting windows"
@@ -156,13 +173,15 @@ def _train_seed(
         s3fn = train_classifier(
             counting,
             split,
+            settings=training,
             class_embeddings=embeddings,
-            semantic_options=replace(options, epochs=settings.semantic_epochs),
             workdir=work,
-            **common,
+            in_memory=True,
         )
     with progress.epochs(), counting.counting(progress.bar(reads, label, "image")):
-        mean = train_classifier(counting, split, model="spectral-mean", **common)
+        mean = train_classifier(
+            counting, split, settings=replace(training, stage="spectral-mean"), in_memory=True
+        )
     cnn = Classifier(
         s3fn.model.backbone,
         s3fn.preprocessor,

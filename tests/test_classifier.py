@@ -21,12 +21,12 @@ from s3fn.data import (
 )
 from s3fn.inference import Classifier
 from s3fn.models import SpectralMeanMLP
-from s3fn.train import FitOptions, train_classifier
+from s3fn.train import TrainSettings, train_classifier
 
 CLASSES = ["dark", "mid", "bright"]
 BANDS = 6
-FAST = FitOptions(epochs=2, batch_size=16, patience=None)
-ARCH = {"window": 8, "padding": 1, "channels": (2, 4, 4), "n_components": 4}
+FAST = {"epochs": 2, "semantic_epochs": 2, "batch_size": 16}
+ARCH = {"window": 8, "padding": 1, "channels": [2, 4, 4], "n_components": 4}
 
 
 def disc(size: int, level: float, rng: np.random.Generator) -> np.ndarray:
@@ -57,22 +57,15 @@ def split(dataset):
 @pytest.fixture(scope="module")
 def s3fn_classifier(dataset, split) -> Classifier:
     embeddings = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2], [0.3, 0.3, 1.0]])
-    return train_classifier(
-        dataset,
-        split,
-        class_embeddings=embeddings,
-        windows_per_image=6,
-        options=FAST,
-        semantic_options=FAST,
-        temperature="learnable",
-        init_scale=5.0,
-        **ARCH,
+    settings = TrainSettings(
+        windows_per_image=6, temperature="learnable", init_scale=5.0, **FAST, **ARCH
     )
+    return train_classifier(dataset, split, settings=settings, class_embeddings=embeddings)
 
 
 def test_fit_trains_both_stages_and_records_them(s3fn_classifier, split):
     info = s3fn_classifier.info
-    assert info["model"] == "s3fn" and info["stages"] == ["cnn", "semantic"]
+    assert info["model"] == "two-stage" and info["stages"] == ["cnn", "semantic"]
     assert [len(info["histories"][s]) for s in ("cnn", "semantic")] == [2, 2]
     assert s3fn_classifier.window == (8, 8) and s3fn_classifier.n_bands == BANDS
     assert s3fn_classifier.preprocessor.n_components == 4
@@ -218,20 +211,10 @@ def test_bands_the_cube_cannot_cover_or_count_are_refused():
 
 
 def test_resume_returns_the_finished_run(dataset, split, tmp_path):
-    first = train_classifier(
-        dataset, split, model="cnn", windows_per_image=4, options=FAST, workdir=tmp_path, **ARCH
-    )
+    settings = TrainSettings(stage="cnn", windows_per_image=4, **FAST, **ARCH)
+    first = train_classifier(dataset, split, settings=settings, workdir=tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["cnn.pt"]
-    again = train_classifier(
-        dataset,
-        split,
-        model="cnn",
-        windows_per_image=4,
-        options=FAST,
-        workdir=tmp_path,
-        resume=True,
-        **ARCH,
-    )
+    again = train_classifier(dataset, split, settings=settings, workdir=tmp_path, resume=True)
     assert again.info["histories"] == first.info["histories"]
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[name])
@@ -254,9 +237,8 @@ def test_load_refuses_tampered_or_missing_files(s3fn_classifier, tmp_path):
 
 def test_plain_cnn_and_spectral_mean_baselines(dataset, split, tmp_path):
     for model in ("cnn", "spectral-mean"):
-        classifier = train_classifier(
-            dataset, split, model=model, windows_per_image=4, options=FAST, **ARCH
-        )
+        settings = TrainSettings(stage=model, windows_per_image=4, **FAST, **ARCH)
+        classifier = train_classifier(dataset, split, settings=settings)
         loaded = Classifier.load(classifier.save(tmp_path / model))
         cube = dataset[0].cube
         np.testing.assert_array_equal(
@@ -272,9 +254,13 @@ def test_fit_request_errors(dataset, split):
     with pytest.raises(ValueError, match="needs descriptions or class_embeddings"):
         train_classifier(dataset, split)
     with pytest.raises(ValueError, match="takes no descriptions"):
-        train_classifier(dataset, split, {"dark": ["x"]}, model="cnn")
+        train_classifier(dataset, split, {"dark": ["x"]}, TrainSettings(stage="cnn"))
     with pytest.raises(ValueError, match="expected 3 rows"):
-        train_classifier(dataset, split, class_embeddings=torch.ones(2, 3), **ARCH)
+        train_classifier(
+            dataset, split, settings=TrainSettings(**ARCH), class_embeddings=torch.ones(2, 3)
+        )
+    with pytest.raises(ValueError, match="model 'nope'; expected one of two-stage, joint"):
+        train_classifier(dataset, split, settings=TrainSettings(stage="nope"))
 
 
 def test_scene_classifier_maps_and_scores_pixels():
@@ -285,16 +271,10 @@ def test_scene_classifier_maps_and_scores_pixels():
     cube = (cube + 0.02 * rng.standard_normal(cube.shape)).astype(np.float32)
     scene = SceneDataset(Cube(cube), labels, ["left", "right"])
     split = split_scene(labels, scene.class_names, 8, train=0.5, val=0.25, block_size=8, seed=0)
-    classifier = train_classifier(
-        scene,
-        split,
-        model="cnn",
-        options=FAST,
-        window=8,
-        padding=1,
-        channels=(2, 2, 2),
-        n_components=4,
+    settings = TrainSettings(
+        stage="cnn", window=8, padding=1, channels=[2, 2, 2], n_components=4, **FAST
     )
+    classifier = train_classifier(scene, split, settings=settings)
     assert classifier.kind == "scene"
     result = classifier.evaluate(scene, split.test)
     assert result.images is None and result.windows.total == len(split.test)
@@ -305,7 +285,7 @@ def test_scene_classifier_maps_and_scores_pixels():
         label_map[test[:, 0], test[:, 1]], result.probabilities.argmax(axis=1)
     )
     with pytest.raises(ValueError, match="window=6, but the scene split was made for"):
-        train_classifier(scene, split, model="cnn", window=6)
+        train_classifier(scene, split, settings=TrainSettings(stage="cnn", window=6))
 
 
 def test_inference_imports_nothing_from_training():

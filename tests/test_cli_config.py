@@ -30,8 +30,12 @@ def test_layers_defaults_then_file_then_flags():
 
 
 def test_the_preset_fills_what_the_config_leaves_open_and_the_config_wins():
-    from s3fn.cli.train import fit_options
     from s3fn.train.presets import PAPER_CONV_L2, PRESETS
+    from s3fn.train.settings import resolve as apply_preset
+
+    def fit_options(config: TrainConfig) -> tuple:
+        recipe = apply_preset(config.settings())
+        return recipe.cnn, recipe.semantic
 
     paper, paper_head = fit_options(TrainConfig(preset="paper"))
     assert (paper.batch_size, paper.epochs, paper.layer_weight_decay) == (4, 100, PAPER_CONV_L2)

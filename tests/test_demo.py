@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from s3fn.cli.progress import Progress
 from s3fn.demo import FULL, METHODS, QUICK, DemoSettings, run_demo
+from s3fn.progress import Progress
 
 
 def test_tiny_demo_trains_three_methods_and_writes_the_report(tmp_path):

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import yaml
 
-from s3fn.cli.progress import Progress
-from s3fn.cli.train import train_run
 from s3fn.config import TrainConfig
 from s3fn.data import S3FNDataError
 from s3fn.data.defaults import (
@@ -25,6 +23,8 @@ from s3fn.data.defaults import (
     scene_split,
     scene_window,
 )
+from s3fn.progress import Progress
+from s3fn.train.run import train_run
 
 FAST = {"stage": "cnn", "epochs": 2, "channels": [4, 8, 8], "quiet": None}
 WATER_BANDS_NM = ((1350.0, 1460.0), (1790.0, 1960.0))
@@ -185,8 +185,9 @@ def test_no_possible_validation_part_warns_and_still_stops(tmp_path):
 
 
 def test_a_saved_scene_split_is_remade_and_saves_the_same_recipe_again(tmp_path):
-    from s3fn.cli.datasets import load_split, make_split, split_to_dict
     from s3fn.data import SceneDataset
+    from s3fn.data.defaults import make_split
+    from s3fn.data.split_files import load_split, split_to_dict
 
     folder = _scene(tmp_path / "scene")
     scene = SceneDataset.from_files(folder / "cube.npy", folder / "labels.npy", ["a", "b", "c"])

@@ -1,5 +1,9 @@
 """The `s3fn` command: train, evaluate, predict, describe, embed, demo, info.
 
+Each command lives in `s3fn.cli.<name>`, which parses its arguments and prints; the work is
+done by the library. Only the command being run is imported with its options, so predicting
+never loads the training code.
+
 Exit codes: 0 success, 2 bad usage (argparse), 1 a failure, reported as one line
 `s3fn: error: ...` (the traceback only with `--debug`), 130 when interrupted.
 """
@@ -7,17 +11,26 @@ Exit codes: 0 success, 2 bad usage (argparse), 1 a failure, reported as one line
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
-from s3fn.cli import demo, describe, embed, evaluate, info, predict, train
 from s3fn.cli.common import common_options
 
-COMMANDS = (demo, train, evaluate, predict, describe, embed, info)
+# name: the one-line help of `s3fn --help`; s3fn.cli.<name> adds the options when chosen.
+COMMANDS = {
+    "demo": "S3FN vs the 3D-CNN vs the spectral-mean baseline on built-in data",
+    "train": "train a classifier into a run folder",
+    "evaluate": "score a run or a bundle on data",
+    "predict": "classify cubes with a bundle",
+    "describe": "LLM -> class descriptions file",
+    "embed": "class descriptions -> class embeddings file",
+    "info": "versions, compiled backends and threads of this installation",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with the options of `command` (of every command when None)."""
     from s3fn import __version__
 
     parser = argparse.ArgumentParser(
@@ -28,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"s3fn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parent = common_options()
-    for command in COMMANDS:
-        command.add_parser(commands, parent)
+    for name, help in COMMANDS.items():
+        subparser = commands.add_parser(name, parents=[parent], help=help)
+        if command is None or command == name:
+            importlib.import_module(f"s3fn.cli.{name}").configure(subparser)
     return parser
 
 
@@ -37,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `s3fn` console script; returns the exit code."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), "")
+    args = build_parser(chosen).parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -1,11 +1,8 @@
-"""Pieces every subcommand shares: --quiet/--debug, thread settings, printing the outputs."""
+"""Pieces every subcommand shares: --quiet/--debug and thread settings."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 
@@ -25,10 +22,3 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             raise ValueError(f"threads={threads}; expected >= 1")
         torch.set_num_threads(threads)
-
-
-def print_outputs(title: str, paths: Iterable[str | os.PathLike]) -> None:
-    """`title`, then one indented line per output path."""
-    print(title)
-    for path in paths:
-        print(f"  {Path(path)}")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from s3fn.cli.common import print_outputs, set_threads
-from s3fn.cli.progress import Progress
+from s3fn.cli.common import set_threads
+from s3fn.progress import Progress, print_outputs
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    parser = commands.add_parser(
-        "demo",
-        parents=[parent],
-        help="S3FN vs the 3D-CNN vs the spectral-mean baseline on built-in data",
-        description="Train S3FN, the plain 3D-CNN and the spectral-mean MLP on the built-in "
-        "materials dataset with the bundled descriptions and the offline text encoder; print "
-        "image-level OA / AA / kappa (mean ± std over 3 split seeds) and write report.md, PNGs, "
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = (
+        "Train S3FN, the plain 3D-CNN and the spectral-mean MLP on the built-in materials "
+        "dataset with the bundled descriptions and the offline text encoder; print image-level "
+        "OA / AA / kappa (mean ± std over 3 split seeds) and write report.md, PNGs, "
         "metrics.json and the S3FN bundle. About 1.5 minutes on 2 idle CPU cores (longer when "
-        "they are shared); --quick (one seed, fewer windows and epochs) about 15 s.",
+        "they are shared); --quick (one seed, fewer windows and epochs) about 15 s."
     )
     parser.add_argument("--out", default="s3fn-demo", help="output folder (default: s3fn-demo)")
     parser.add_argument("--quick", action="store_true", help="one seed, fewer windows and epochs")

@@ -5,21 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from s3fn.cli.common import print_outputs
-from s3fn.cli.progress import Progress
+from s3fn.progress import Progress, print_outputs
+from s3fn.semantics.prompts import DEFAULT_CONTEXT, DEFAULT_SPECTRAL_RANGE
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    from s3fn.semantics.prompts import DEFAULT_CONTEXT, DEFAULT_SPECTRAL_RANGE
-
-    parser = commands.add_parser(
-        "describe",
-        parents=[parent],
-        help="LLM -> class descriptions file",
-        description="Ask an OpenAI-compatible chat endpoint for factual paragraphs about each "
-        "class (replies are cached on disk) and write a descriptions file. The endpoint, model "
-        "and key default to S3FN_LLM_BASE_URL, S3FN_LLM_MODEL and S3FN_LLM_API_KEY.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = (
+        "Ask an OpenAI-compatible chat endpoint for factual paragraphs about each class "
+        "(replies are cached on disk) and write a descriptions file. The endpoint, model and "
+        "key default to S3FN_LLM_BASE_URL, S3FN_LLM_MODEL and S3FN_LLM_API_KEY."
     )
     parser.add_argument("classes", nargs="+", metavar="CLASS", help="class names")
     parser.add_argument("--out", required=True, help="descriptions file to write (.json/.yaml)")

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from s3fn.cli.common import print_outputs
-from s3fn.cli.embeddings import encode, read_descriptions, save_embeddings
-from s3fn.cli.progress import Progress
+from s3fn.progress import Progress, print_outputs
 from s3fn.semantics import POOLINGS
+from s3fn.semantics.class_embeddings import encode, read_descriptions, save_embeddings
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    parser = commands.add_parser(
-        "embed",
-        parents=[parent],
-        help="class descriptions -> class embeddings file",
-        description="Embed each class's paragraphs with a text encoder and write the K x d "
-        "class embeddings (safetensors, with the class names) for `s3fn train --embeddings`.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = (
+        "Embed each class's paragraphs with a text encoder and write the K x d class embeddings "
+        "(safetensors, with the class names) for `s3fn train --embeddings`."
     )
     parser.add_argument("descriptions", help="descriptions file (JSON/YAML) or bundled:materials")
     parser.add_argument("--out", required=True, help="embeddings file to write (.safetensors)")

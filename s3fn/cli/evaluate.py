@@ -5,25 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s3fn.cli.common import print_outputs, set_threads
-from s3fn.cli.datasets import SPLIT_FILE, open_data, saved_test_part
-from s3fn.cli.outputs import score, summary_line, write_results
-from s3fn.cli.progress import Progress
-from s3fn.cli.train import BUNDLE_DIR
+from s3fn.cli.common import set_threads
+from s3fn.data.opening import open_data
+from s3fn.data.split_files import SPLIT_FILE, saved_test_part
 from s3fn.evaluate import markdown_table, run_seeds
-from s3fn.inference import CONFIG_FILE as BUNDLE_CONFIG
-from s3fn.inference import Classifier
+from s3fn.evaluate.results import score, summary_line, write_results
+from s3fn.inference import Classifier, locate_bundle
+from s3fn.progress import Progress, print_outputs
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    parser = commands.add_parser(
-        "evaluate",
-        parents=[parent],
-        help="score a run or a bundle on data",
-        description="Score a trained classifier (a run folder of `s3fn train`, or a bundle "
-        "folder) on --data: OA, AA, kappa, macro-F1 and per-class values, window and image "
-        "level; with several --seeds (window draws), mean ± std.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = (
+        "Score a trained classifier (a run folder of `s3fn train`, or a bundle folder) on "
+        "--data: OA, AA, kappa, macro-F1 and per-class values, window and image level; with "
+        "several --seeds (window draws), mean ± std."
     )
     parser.add_argument("model", metavar="RUN_DIR_OR_BUNDLE")
     parser.add_argument("--data", required=True, help="as for `s3fn train --data`")
@@ -41,23 +37,10 @@ def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentPa
     parser.set_defaults(run=run)
 
 
-def locate(model: str) -> tuple[Path, Path | None]:
-    """(bundle folder, run folder or None) of a run folder or a bundle folder."""
-    path = Path(model)
-    if (path / BUNDLE_DIR / BUNDLE_CONFIG).is_file():
-        return path / BUNDLE_DIR, path
-    if (path / BUNDLE_CONFIG).is_file():
-        return path, None
-    raise FileNotFoundError(
-        f"{path}: neither a run folder (with {BUNDLE_DIR}/{BUNDLE_CONFIG}) nor a bundle "
-        f"(with {BUNDLE_CONFIG})"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write metrics.json and report.md, print the scores."""
     set_threads(args.threads)
-    bundle, run_dir = locate(args.model)
+    bundle, run_dir = locate_bundle(args.model)
     classifier = Classifier.load(bundle)
     data = open_data(args.data, labels=args.labels, classes=args.classes, key=args.key)
     if data.class_names != classifier.class_names:

@@ -6,14 +6,9 @@ import argparse
 import json
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    parser = commands.add_parser(
-        "info",
-        parents=[parent],
-        help="versions, compiled backends and threads of this installation",
-        description="Print the package and torch versions, the compiled backends and threads.",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = "Print the package and torch versions, the compiled backends and threads."
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(run=run)
 

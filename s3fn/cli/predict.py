@@ -6,30 +6,24 @@ import argparse
 import csv
 from pathlib import Path
 
-import numpy as np
-
-from s3fn.cli.common import print_outputs, set_threads
-from s3fn.cli.evaluate import locate
-from s3fn.cli.mapping import map_cubes, preview
-from s3fn.cli.progress import Progress
+from s3fn import process_group
+from s3fn.cli.common import set_threads
 from s3fn.data import read_cube
-from s3fn.data.sources import open_source
-from s3fn.inference import Classifier
+from s3fn.inference import Classifier, locate_bundle
 from s3fn.inference.maps import DEFAULT_TILE
-from s3fn.train import distributed as dist
+from s3fn.inference.shared_maps import class_counts, map_cubes, preview
+from s3fn.progress import Progress, print_outputs
 
 
-def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Register the subcommand."""
-    parser = commands.add_parser(
-        "predict",
-        parents=[parent],
-        help="classify cubes with a bundle",
-        description="Classify each CUBE with the bundle: one label per image (a vote over "
-        "windows inside the object), or with --map a label per pixel, written tile by tile as "
-        "<stem>_labels.tif (GeoTIFF with the cube's CRS, class names and colours; --format envi "
-        "for an ENVI classification file), optionally <stem>_probabilities, and a PNG preview. "
-        "Under torchrun the cubes (or the tiles of one cube) are shared across the processes.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's description and options."""
+    parser.description = (
+        "Classify each CUBE with the bundle: one label per image (a vote over windows inside "
+        "the object), or with --map a label per pixel, written tile by tile as "
+        "<stem>_labels.tif (GeoTIFF with the cube's CRS, class names and colours; --format "
+        "envi for an ENVI classification file), optionally <stem>_probabilities, and a PNG "
+        "preview. Under torchrun the cubes (or the tiles of one cube) are shared across the "
+        "processes."
     )
     parser.add_argument("bundle", metavar="BUNDLE", help="bundle folder (or a run folder)")
     parser.add_argument("cubes", nargs="+", metavar="CUBE", help="cube files (any format)")
@@ -52,16 +46,16 @@ def add_parser(commands: argparse._SubParsersAction, parent: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     """Predict every cube; print the labels and where the files went."""
     set_threads(args.threads)
-    classifier = Classifier.load(locate(args.bundle)[0])
+    classifier = Classifier.load(locate_bundle(args.bundle)[0])
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     if args.map:
-        group = dist.init_from_env()
+        group = process_group.init_from_env()
         progress = Progress(args.quiet or (group is not None and not group.is_writer))
         try:
             written = _maps(classifier, args, out, progress)
         finally:
-            dist.shutdown()
+            process_group.shutdown()
         if group is None or group.is_writer:
             print_outputs("wrote:", written)
         return 0
@@ -91,24 +85,13 @@ def _maps(
         tile=args.tile,
         progress=progress,
     )
-    dist.barrier()
+    process_group.barrier()
     for path in written:
         if path.name.split(".")[0].endswith("_labels"):
             shown = preview(path, classifier.class_names, path.name)
-            counts = _class_counts(path, len(classifier.class_names))
+            counts = class_counts(path, len(classifier.class_names))
             top = classifier.class_names[int(counts.argmax())]
             print(f"{path}: most pixels {top}")
             if shown is not None:
                 written = [*written, shown]
     return written
-
-
-def _class_counts(labels_path: Path, k: int) -> np.ndarray:
-    """Pixels per class of a written label map, read tile by tile."""
-    counts = np.zeros(k + 1, dtype=np.int64)
-    with open_source(labels_path) as source:
-        height, width = source.shape[:2]
-        for row in range(0, height, 1024):
-            block = source.read(slice(row, min(height, row + 1024)), slice(0, width))
-            counts += np.bincount(block[..., 0].astype(np.int64).ravel(), minlength=k + 1)
-    return counts[1:]

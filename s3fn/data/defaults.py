@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.splits import SceneSplit, split_scene
+from s3fn.data.splits import ObjectSplit, SceneSplit, split_objects, split_scene
 
 PAPER_WINDOW = 32  # the paper's object windows
 SCENE_WINDOW = 15  # the smallest window the paper's pooled 3D-CNN takes
@@ -153,3 +154,45 @@ def scene_split(
             labels, class_names, (h, w), train=train, val=val, block_size=side, seed=seed
         )
     return split, Choice(side, reason)
+
+
+def as_count(value: float) -> float | int:
+    """A split size: whole numbers >= 1 are counts per class, the rest fractions."""
+    return int(value) if value >= 1 and float(value).is_integer() else float(value)
+
+
+def make_split(
+    data: ObjectDataset | SceneDataset,
+    *,
+    train: float,
+    val: float,
+    seed: int,
+    window: int | None = None,
+    block_size: int | None = None,
+) -> tuple[ObjectSplit | SceneSplit, dict[str, Choice]]:
+    """A leak-free split (by image for objects, by spatial blocks for scenes) and what was
+    chosen from the data for it: a scene's window and block side when not given."""
+    if not isinstance(data, SceneDataset):
+        split = split_objects(
+            data.labels, data.class_names, train=as_count(train), val=as_count(val), seed=seed
+        )
+        return split, {}
+    choices = {}
+    if window is None:
+        choices["window"] = scene_window(data.labels.shape)
+        window = choices["window"].value
+    if block_size is not None:
+        split = split_scene(
+            data.labels,
+            data.class_names,
+            window,
+            train=float(train),
+            val=float(val),
+            block_size=block_size,
+            seed=seed,
+        )
+        return split, choices
+    split, choices["block_size"] = scene_split(
+        data.labels, data.class_names, window, train=float(train), val=float(val), seed=seed
+    )
+    return split, choices

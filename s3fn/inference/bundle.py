@@ -27,6 +27,7 @@ FORMAT = "s3fn.classifier"
 VERSION = 1
 CONFIG_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
+RUN_BUNDLE_DIR = "bundle"  # where `s3fn train` puts the bundle inside its run folder
 SETTINGS = ("kind", "class_names", "window", "voting", "n_windows", "mask_threshold", "seed")
 
 
@@ -96,6 +97,19 @@ def load_bundle(
     settings = {key: config[key] for key in SETTINGS}
     settings["info"] = config.get("info") or {}
     return model, preprocessor, settings
+
+
+def locate_bundle(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(bundle folder, run folder or None) of a run folder of `s3fn train` or a bundle folder."""
+    path = Path(path)
+    if (path / RUN_BUNDLE_DIR / CONFIG_FILE).is_file():
+        return path / RUN_BUNDLE_DIR, path
+    if (path / CONFIG_FILE).is_file():
+        return path, None
+    raise FileNotFoundError(
+        f"{path}: neither a run folder (with {RUN_BUNDLE_DIR}/{CONFIG_FILE}) nor a bundle "
+        f"(with {CONFIG_FILE})"
+    )
 
 
 def _check_fields(config: Any, path: Path) -> None:

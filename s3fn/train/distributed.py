@@ -1,10 +1,9 @@
 """Data-parallel training with torch.distributed: what `fit` needs to run on N processes.
 
-`init_from_env()` joins the process group that `torchrun` describes (RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR/PORT): NCCL on GPUs, gloo on CPU. While a group is initialised, `fit`
-asks `current()` for a `Distributed` and then shards the training windows with
-`ShardSampler`, wraps the loss in `DistributedDataParallel`, reduces the loss and accuracy
-sums across ranks, and lets rank 0 alone write checkpoints.
+`s3fn.process_group.init_from_env()` joins the process group that `torchrun` describes. While
+a group is initialised, `fit` asks `current()` for a `Distributed` and then shards the training
+windows with `ShardSampler`, wraps the loss in `DistributedDataParallel`, reduces the loss and
+accuracy sums across ranks, and lets rank 0 alone write checkpoints.
 
 Equivalence with one process: the global batch is `batch_size` (each rank takes
 `batch_size / world_size`), every rank draws the same permutation as a single process would,
@@ -16,7 +15,6 @@ a multiple of `batch_size`; otherwise the last, padded batch of an epoch differs
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,23 +24,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from s3fn import process_group
+from s3fn.process_group import ProcessGroup
 from s3fn.train.stages import StagePlan
-
-ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 @dataclass(frozen=True)
-class Distributed:
-    """This process's place in the group: its rank, the number of ranks, its local GPU."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def is_writer(self) -> bool:
-        """Rank 0 alone writes files (checkpoints, logs, reports)."""
-        return self.rank == 0
+class Distributed(ProcessGroup):
+    """A rank of the group as training uses it: batch shards, samplers, DDP, reductions."""
 
     def local_batch(self, batch_size: int) -> int:
         """Per-rank batch size of a global `batch_size`; it must divide evenly."""
@@ -135,42 +124,6 @@ class _PlanLoss(nn.Module):
 
 
 def current() -> Distributed | None:
-    """The group this process belongs to, or None when torch.distributed is not initialised."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return Distributed(
-        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    )
-
-
-def launched_by_torchrun() -> bool:
-    """True when the environment describes a process group of more than one process."""
-    return all(v in os.environ for v in ENV_VARS) and int(os.environ["WORLD_SIZE"]) > 1
-
-
-def init_from_env(backend: str | None = None) -> Distributed | None:
-    """Join the group torchrun set up (NCCL with CUDA, else gloo); None for a single process.
-
-    With CUDA, each process uses GPU LOCAL_RANK (`torch.cuda.set_device`).
-    """
-    if not launched_by_torchrun():
-        return None
-    local_rank = int(os.environ["LOCAL_RANK"])
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
-    return current()
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op outside a group)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def shutdown() -> None:
-    """Leave the group (no-op outside a group)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """This rank as training uses it, or None outside a group of two or more processes."""
+    group = process_group.current()
+    return None if group is None else Distributed(group.rank, group.world_size, group.local_rank)

@@ -1,14 +1,16 @@
 """Progress of the long steps on stderr: tqdm bars on a terminal, plain periodic lines when
-stderr is a file or a pipe (a log), silenced by `--quiet`."""
+stderr is a file or a pipe (a log), silenced by `--quiet`; and the list of outputs a step wrote."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from tqdm.auto import tqdm
@@ -180,3 +182,10 @@ class CountingObjects(ObjectDataset):
             if self.ticker is not None:
                 self.ticker.close()
             self.ticker = None
+
+
+def print_outputs(title: str, paths: Iterable[str | os.PathLike]) -> None:
+    """`title`, then one indented line per output path."""
+    print(title)
+    for path in paths:
+        print(f"  {Path(path)}")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from s3fn.cli.progress import Progress
 from s3fn.data.errors import S3FNDataError
-from s3fn.semantics import Descriptions, TextEncoder, bundled_descriptions, load_descriptions
+from s3fn.progress import Progress
+from s3fn.semantics.descriptions import Descriptions, bundled_descriptions, load_descriptions
+from s3fn.semantics.encoders import TextEncoder
 
 BUNDLED = "bundled:"
 

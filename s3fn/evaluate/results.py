@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from s3fn.cli.progress import CountingObjects, Progress
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.evaluate.predict import Evaluation
-from s3fn.inference import Classifier
+from s3fn.progress import CountingObjects, Progress
 
 if TYPE_CHECKING:
+    from s3fn.inference import Classifier
     from s3fn.report import SceneMaps
 
 METRICS_FILE = "metrics.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from s3fn.cli.progress import LineProgress, Progress
+from s3fn.progress import LineProgress, Progress
 
 
 def test_lines_print_counts_percent_and_time_left_without_carriage_returns():
@@ -43,8 +43,8 @@ def test_progress_picks_lines_off_a_terminal_and_nothing_when_quiet(capsys):
 def test_embedding_descriptions_prints_lines_in_a_log(capsys):
     """`s3fn train` embeds the descriptions through a bar it renames; in a log that bar is a
     LineProgress, which must take the rename too."""
-    from s3fn.cli.embeddings import encode
     from s3fn.semantics import Descriptions
+    from s3fn.semantics.class_embeddings import encode
 
     descriptions = Descriptions(
         {"grass": ["Green leafy grass."], "asphalt": ["Dark road surface of bitumen."]}

@@ -1,9 +1,10 @@
-"""`s3fn predict --map`: one map per cube, written tile by tile, shared across processes.
+"""Maps of many cubes, or of one large cube, written by the processes of a torchrun group.
 
-Under torchrun the cubes are dealt to the processes, one whole cube each, while there are at
-least as many cubes as processes; otherwise every cube's tiles are dealt instead, each process
-writes its tiles into shared scratch arrays beside the output, and rank 0 alone writes the
-final files from them. Either way every output is written once, by one process.
+The cubes are dealt to the processes, one whole cube each, while there are at least as many
+cubes as processes; otherwise every cube's tiles are dealt instead, each process writes its
+tiles into shared scratch arrays beside the output, and rank 0 alone writes the final files
+from them. Either way every output is written once, by one process. Outside a group this is
+one process mapping every cube.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from s3fn.cli.progress import Progress
+from s3fn import process_group
 from s3fn.data.sources import CubeSource, open_source
-from s3fn.inference import Classifier
-from s3fn.inference.maps import tile_origins
+from s3fn.inference.classifier import Classifier
+from s3fn.inference.maps import tile_origins, write_tiles
 from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
-from s3fn.train import distributed as dist
+from s3fn.progress import Progress
 
 SUFFIXES = {"tif": ".tif", "envi": ".hdr"}
 PREVIEW_PIXELS = 25_000_000  # PNG previews of larger maps would not be legible anyway
@@ -46,7 +47,7 @@ def map_cubes(
     progress: Progress,
 ) -> list[Path]:
     """Write every cube's map; returns the files this process wrote."""
-    group = dist.current()
+    group = process_group.current()
     rank, world = (0, 1) if group is None else (group.rank, group.world_size)
     written = []
     for i, cube in enumerate(cubes):
@@ -77,6 +78,16 @@ def _whole(
         bar.close()
 
 
+class _ScratchArray:
+    """A shared .npy scratch array that takes map tiles as a map writer does."""
+
+    def __init__(self, path: Path) -> None:
+        self.array = np.load(path, mmap_mode="r+")
+
+    def write(self, row0: int, col0: int, tile: np.ndarray) -> None:
+        self.array[row0 : row0 + tile.shape[0], col0 : col0 + tile.shape[1]] = tile
+
+
 def _shared(
     classifier: Classifier,
     source: CubeSource,
@@ -94,22 +105,17 @@ def _shared(
     if rank == 0:
         for path, (shape, dtype) in zip(scratch, shapes, strict=True):
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
-    dist.barrier()
-    arrays = [np.load(path, mmap_mode="r+") for path in scratch]
+    process_group.barrier()
+    sinks = [_ScratchArray(path) for path in scratch]
     origins = tile_origins(height, width, tile)[rank::world]
     bar = progress.bar(len(origins), f"mapping {source.path} (rank {rank})", "tile")
-    for part in classifier.map_tiles(source, tile=tile, origins=origins):
-        rows, cols = part.labels.shape
-        where = (slice(part.row0, part.row0 + rows), slice(part.col0, part.col0 + cols))
-        arrays[0][where] = part.labels
-        if len(arrays) > 1:
-            arrays[1][where] = part.probabilities
-        bar.update(1)
+    tiles = classifier.map_tiles(source, tile=tile, origins=origins)
+    write_tiles(tiles, *sinks, on_tile=lambda _: bar.update(1))
     bar.close()
-    for array in arrays:
-        array.flush()
-    del arrays
-    dist.barrier()
+    for sink in sinks:
+        sink.array.flush()
+    del sinks
+    process_group.barrier()
     written = []
     if rank == 0:
         kinds = (LABELS, PROBABILITIES)
@@ -131,7 +137,7 @@ def _shared(
             del stored
             partial.unlink()
             written.append(path)
-    dist.barrier()
+    process_group.barrier()
     return written
 
 
@@ -145,3 +151,14 @@ def preview(labels_path: Path, class_names: list[str], title: str) -> Path | Non
             return None
         labels = source.read(slice(0, height), slice(0, width))[..., 0].astype(np.int64) - 1
     return label_map(labels, class_names, labels_path.with_suffix(".png"), title)
+
+
+def class_counts(labels_path: Path, k: int) -> np.ndarray:
+    """Pixels per class (K,) of a written label map, read tile by tile."""
+    counts = np.zeros(k + 1, dtype=np.int64)
+    with open_source(labels_path) as source:
+        height, width = source.shape[:2]
+        for row in range(0, height, 1024):
+            block = source.read(slice(row, min(height, row + 1024)), slice(0, width))
+            counts += np.bincount(block[..., 0].astype(np.int64).ravel(), minlength=k + 1)
+    return counts[1:]

@@ -1,4 +1,5 @@
-"""Opening the `--data` of a command: object folders, manifests, scene cubes, built-in data."""
+"""A split saved as split.json (image ids or pixels, with what remakes a scene split) and read
+back for the same data, so another run or `s3fn evaluate` uses exactly the same parts."""
 
 from __future__ import annotations
 
@@ -8,92 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from s3fn.data import builtin
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.data.defaults import Choice, scene_split, scene_window
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.splits import (
-    ObjectSplit,
-    SceneSplit,
-    check_no_leak,
-    split_objects,
-    split_scene,
-)
+from s3fn.data.splits import ObjectSplit, SceneSplit, check_no_leak, split_scene
 
-BUILTIN = "builtin:"
 SPLIT_FILE = "split.json"
-
-
-def open_data(
-    data: str | None,
-    *,
-    labels: str | None = None,
-    classes: list[str] | None = None,
-    key: str | None = None,
-    labels_key: str | None = None,
-) -> ObjectDataset | SceneDataset:
-    """`data`: builtin:<name>, an object folder (root/<class>/<cubes>), a CSV manifest, or a
-    scene cube with its `labels` map and `classes`."""
-    if not data:
-        raise S3FNDataError("no data: pass --data (a folder, a manifest, a cube or builtin:NAME)")
-    if data.startswith(BUILTIN):
-        return builtin.load(data[len(BUILTIN) :])
-    path = Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: data not found; expected a folder, a .csv or a cube file")
-    if path.is_dir():
-        return ObjectDataset.from_folder(path, class_names=classes, key=key)
-    if path.suffix.lower() == ".csv":
-        return ObjectDataset.from_manifest(path, class_names=classes, key=key)
-    if labels is None:
-        raise S3FNDataError(
-            f"{path}: a single cube is a scene; pass --labels (its label map) and --classes"
-        )
-    if not classes:
-        raise S3FNDataError(f"{path}: pass --classes, the names of labels 1..K of {labels}")
-    return SceneDataset.from_files(path, labels, classes, cube_key=key, labels_key=labels_key)
-
-
-def as_count(value: float) -> float | int:
-    """A split size: whole numbers >= 1 are counts per class, the rest fractions."""
-    return int(value) if value >= 1 and float(value).is_integer() else float(value)
-
-
-def make_split(
-    data: ObjectDataset | SceneDataset,
-    *,
-    train: float,
-    val: float,
-    seed: int,
-    window: int | None = None,
-    block_size: int | None = None,
-) -> tuple[ObjectSplit | SceneSplit, dict[str, Choice]]:
-    """A leak-free split (by image for objects, by spatial blocks for scenes) and what was
-    chosen from the data for it: a scene's window and block side when not given."""
-    if not isinstance(data, SceneDataset):
-        split = split_objects(
-            data.labels, data.class_names, train=as_count(train), val=as_count(val), seed=seed
-        )
-        return split, {}
-    choices = {}
-    if window is None:
-        choices["window"] = scene_window(data.labels.shape)
-        window = choices["window"].value
-    if block_size is not None:
-        split = split_scene(
-            data.labels,
-            data.class_names,
-            window,
-            train=float(train),
-            val=float(val),
-            block_size=block_size,
-            seed=seed,
-        )
-        return split, choices
-    split, choices["block_size"] = scene_split(
-        data.labels, data.class_names, window, train=float(train), val=float(val), seed=seed
-    )
-    return split, choices
 
 
 def split_to_dict(

@@ -1,0 +1,223 @@
+"""A training run into a run folder: data + descriptions + configuration -> config.yaml,
+train.log, split.json, checkpoints, metrics.json, report.md and the inference bundle.
+
+`train_run` is what `s3fn train` runs. Under `torchrun --nproc-per-node N -m s3fn train ...`
+it trains data-parallel: rank 0 alone writes the run folder; the other ranks cut their windows
+into a temporary folder and read the checkpoints of rank 0 when resuming. The window stores are
+deleted once a run has finished (a resumed run cuts them again, identically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s3fn import process_group
+from s3fn.config import CONFIG_FILE, TrainConfig
+from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.defaults import Choice, make_split
+from s3fn.data.errors import S3FNDataError
+from s3fn.data.opening import open_data
+from s3fn.data.split_files import SPLIT_FILE, load_split, split_to_dict
+from s3fn.evaluate.results import METRICS_FILE, scene_maps, score, summary_line, write_results
+from s3fn.inference import RUN_BUNDLE_DIR, Classifier
+from s3fn.models.registry import get_model
+from s3fn.progress import CountingObjects, Progress, print_outputs
+from s3fn.semantics.class_embeddings import encode, load_embeddings, read_descriptions
+from s3fn.train.allocator import keep_freed_memory
+from s3fn.train.pipeline import train_classifier
+
+LOG_FILE, WINDOWS_DIR = "train.log", "windows"
+
+
+def class_embeddings(
+    config: TrainConfig, class_names: list[str], progress: Progress
+) -> tuple[torch.Tensor | None, str | None]:
+    """The class embeddings a model that uses text needs (None for the others), and the
+    encoder that made them."""
+    if not get_model(config.stage).uses_text:
+        return None, None
+    if config.embeddings:
+        return load_embeddings(config.embeddings, class_names), f"file {config.embeddings}"
+    if not config.descriptions:
+        raise S3FNDataError(
+            f"stage {config.stage!r} needs --descriptions FILE (or --embeddings FILE); "
+            "--stage cnn trains the plain 3D-CNN"
+        )
+    descriptions = read_descriptions(config.descriptions)
+    return encode(
+        descriptions, class_names, progress, encoder=config.encoder, pooling=config.pooling
+    )
+
+
+def train_run(config: TrainConfig, out: Path, *, resume: bool, progress: Progress) -> list[Path]:
+    """Train as `config` says into `out`; returns the files written (rank 0)."""
+    group = process_group.init_from_env()
+    writer = group is None or group.is_writer
+    progress = progress if writer else Progress(quiet=True)
+    try:
+        files = _train(config, out, resume, progress, writer)
+        # Every rank past its last collective before the group goes: gloo torn down on one
+        # rank while another still used it aborted that process now and then.
+        process_group.barrier()
+        return files
+    finally:
+        process_group.shutdown()
+
+
+def _train(
+    config: TrainConfig, out: Path, resume: bool, progress: Progress, writer: bool
+) -> list[Path]:
+    keep_freed_memory()
+    data = open_data(
+        config.data,
+        labels=config.labels,
+        classes=config.classes,
+        key=config.key,
+        labels_key=config.labels_key,
+    )
+    embeddings, encoder = class_embeddings(config, data.class_names, progress)
+    if config.split:
+        split, choices = load_split(data, config.split), {}
+    else:
+        split, choices = make_split(
+            data,
+            train=config.train,
+            val=config.val,
+            seed=config.seed,
+            window=config.window,
+            block_size=config.block_size,
+        )
+    with ExitStack() as stack:
+        if writer:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "checkpoints").mkdir(exist_ok=True)
+            config.save(out)
+            (out / SPLIT_FILE).write_text(json.dumps(split_to_dict(data, split)) + "\n")
+            stack.callback(_log_to(out / LOG_FILE))
+        process_group.barrier()
+        workdir = out if writer else _rank_workdir(out, stack)
+        dataset = CountingObjects(data) if isinstance(data, ObjectDataset) else data
+        if isinstance(dataset, CountingObjects):
+            reads = 2 * len(split.train) + len(dataset)
+            stack.enter_context(dataset.counting(progress.bar(reads, "cutting windows", "image")))
+        stack.enter_context(progress.epochs())
+        start = time.perf_counter()
+        classifier = train_classifier(
+            dataset,
+            split,
+            settings=config.settings(),
+            class_embeddings=embeddings,
+            workdir=workdir,
+            resume=resume,
+            in_memory=True,
+        )
+        seconds = time.perf_counter() - start
+    if not writer:
+        return []
+    _record_choices(config, out, choices, classifier)
+    return _finish(config, out, data, split.test, classifier, encoder, seconds, progress)
+
+
+def _finish(
+    config: TrainConfig,
+    out: Path,
+    data: ObjectDataset | SceneDataset,
+    test: np.ndarray,
+    classifier: Classifier,
+    encoder: str | None,
+    seconds: float,
+    progress: Progress,
+) -> list[Path]:
+    """Save the bundle, score the test part, write metrics and report, print where they went."""
+    classifier.info["text_encoder"] = encoder
+    bundle = classifier.save(out / RUN_BUNDLE_DIR)
+    shutil.rmtree(out / WINDOWS_DIR, ignore_errors=True)  # a resume cuts them again
+    histories = classifier.info["histories"]
+    epochs = ", ".join(f"{stage} {len(h)} epochs" for stage, h in histories.items())
+    label = get_model(config.stage).label
+    print(f"trained {label} ({epochs}, {seconds:.0f} s)")
+    extra = {
+        "train_seconds": round(seconds, 1),
+        "stage_seconds": classifier.info.get("stage_seconds"),
+        "text_encoder": encoder,
+    }
+    if len(test) == 0:
+        metrics = out / METRICS_FILE
+        record = {"scalars": None, "test": None, "histories": histories, **extra}
+        metrics.write_text(json.dumps(record, indent=2) + "\n")
+        print(
+            "no test part (the split left none): the bundle is not scored; "
+            "score it on other data with `s3fn evaluate`"
+        )
+        files = [metrics]
+    else:
+        evaluation = score(classifier, data, test, progress)
+        scene = scene_maps(classifier, data, progress) if isinstance(data, SceneDataset) else None
+        files = write_results(
+            out,
+            label,
+            evaluation,
+            title=f"s3fn train: {label} on {config.data}",
+            histories=histories,
+            config=config.to_dict(),
+            scene=scene,
+            extra=extra,
+        )
+        print(f"test {summary_line(evaluation)}")
+    written = [out / CONFIG_FILE, out / LOG_FILE, out / "checkpoints", bundle, *files]
+    print_outputs(f"run folder {out}:", written)
+    return written
+
+
+def _record_choices(
+    config: TrainConfig, out: Path, choices: dict[str, Choice], classifier: Classifier
+) -> None:
+    """Print what was chosen from the data and why, and write it into config.yaml: the values
+    as options (so --resume and --config repeat them), the reasons as comments."""
+    reasons = {key: (c.value, c.reason) for key, c in choices.items()}
+    for key, made in classifier.info.get("choices", {}).items():
+        reasons.setdefault(key, (made["value"], made["reason"]))
+    for key, (value, why) in reasons.items():
+        print(f"chose {key} = {value}: {why}")
+    values = {
+        k: v for k, (v, _) in reasons.items() if k in ("window", "block_size", "n_components")
+    }
+    if not config.split:
+        config = replace(config, **values)
+    config.save(out, {key: f"{value} ({why})" for key, (value, why) in reasons.items()})
+
+
+def _log_to(path: Path) -> Callable[[], None]:
+    """Send the package's log (epoch lines included) to `path`; returns the undo."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logger = logging.getLogger("s3fn")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
+
+    return undo
+
+
+def _rank_workdir(out: Path, stack: ExitStack) -> Path:
+    """A private folder for a non-zero rank's windows, its checkpoints linked to rank 0's."""
+    folder = Path(tempfile.mkdtemp(prefix="s3fn-rank-"))
+    stack.callback(shutil.rmtree, folder, True)
+    (folder / "checkpoints").symlink_to((out / "checkpoints").resolve(), target_is_directory=True)
+    return folder
