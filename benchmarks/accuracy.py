@@ -122,6 +122,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Options that say where this machine keeps things, not what is measured.
+MACHINE_OPTIONS = ("--work", "--real-data", "--output", "--docs")
+MODE_FLAGS = ("--cached-only", "--fresh")
+
+
+def portable_command(argv: Sequence[str]) -> str:
+    """The command that remakes these numbers on any machine, run from the repository root:
+    `argv` without this machine's folders and without the cache modes."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in MACHINE_OPTIONS:
+            skip = "=" not in arg
+            continue
+        if name not in MODE_FLAGS:
+            kept.append(arg)
+    return shlex.join(["python", "-m", "benchmarks.accuracy", *kept])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the selected table's cells, then write the JSON and the docs section."""
     args = parse_args(argv)
@@ -152,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     results = suite.run(cells, with_train=args.semantics)
     settings = {
-        "command": shlex.join(["python", "-m", "benchmarks.accuracy", *(argv or sys.argv[1:])]),
+        "command": portable_command(argv or sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": QUICK.describe(chosen.table) if args.quick else None,
         "datasets": names,

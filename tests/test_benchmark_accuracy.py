@@ -277,3 +277,19 @@ def test_selection_of_tables_datasets_and_methods():
     assert semantic.methods == list(SEMANTIC_METHODS)
     with pytest.raises(SystemExit):
         parse_args(["--semantics", "--methods", "cnn"])
+
+
+def test_the_recorded_command_names_no_folder_of_this_machine():
+    from benchmarks.accuracy import portable_command
+
+    argv = ["--quick", "--work", "/tmp/cache", "--real-data=/data/real", "--cached-only"]
+    argv += ["--datasets", "moffett", "--output", "/tmp/a.json", "--docs", "x.md", "--fresh"]
+    assert portable_command(argv) == "python -m benchmarks.accuracy --quick --datasets moffett"
+
+
+def test_the_results_page_names_no_folder_of_a_machine():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    assert re.findall(r"(?<![\w.~])/(?:tmp|work|root|home|mnt|Users)/\S*", text) == []
