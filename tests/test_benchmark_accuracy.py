@@ -14,7 +14,7 @@ from scipy import stats
 from benchmarks import accuracy as bench
 from benchmarks import accuracy_data as data
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.data.envi import header_for
+from s3fn.io.envi import header_for
 from s3fn.semantics import Descriptions, load_descriptions
 from s3fn.semantics.ablations import split_sentences
 

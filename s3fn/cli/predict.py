@@ -13,9 +13,9 @@ from s3fn.cli.evaluate import locate
 from s3fn.cli.mapping import map_cubes, preview
 from s3fn.cli.progress import Progress
 from s3fn.data import read_cube
-from s3fn.data.sources import open_source
 from s3fn.inference import Classifier
 from s3fn.inference.maps import DEFAULT_TILE
+from s3fn.io import open_source
 from s3fn.train import distributed as dist
 
 

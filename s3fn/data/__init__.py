@@ -1,4 +1,5 @@
-"""Hyperspectral data: readers, datasets, windows, preprocessing, leak-free splits, window store.
+"""Hyperspectral data: datasets, windows, preprocessing, leak-free splits, window store, and
+the readers of `s3fn.io`.
 
 Cubes are HxWxB float32 in files and NumPy; a window is Bxhxw float32; the model takes
 Nx1xBxhxw. `s3fn.data.builtin.load` opens the built-in datasets made from measured spectra.
@@ -23,7 +24,7 @@ from importlib import import_module
 _HOMES = {
     "BandResampler": "s3fn.data.resample",
     "Cube": "s3fn.data.cube",
-    "CubeSource": "s3fn.data.sources",
+    "CubeSource": "s3fn.io",
     "LeakageError": "s3fn.data.errors",
     "ObjectDataset": "s3fn.data.datasets",
     "ObjectImage": "s3fn.data.datasets",
@@ -42,14 +43,14 @@ _HOMES = {
     "cut_object_windows": "s3fn.data.pipeline",
     "fit_object_preprocessor": "s3fn.data.pipeline",
     "fit_scene_preprocessor": "s3fn.data.pipeline",
-    "from_array": "s3fn.data.sources",
+    "from_array": "s3fn.io",
     "iter_object_windows": "s3fn.data.pipeline",
     "iter_scene_windows": "s3fn.data.pipeline",
-    "open_source": "s3fn.data.sources",
+    "open_source": "s3fn.io",
     "prepare_object_stores": "s3fn.data.pipeline",
     "prepare_scene_stores": "s3fn.data.pipeline",
-    "read_cube": "s3fn.data.readers",
-    "read_labels": "s3fn.data.readers",
+    "read_cube": "s3fn.io",
+    "read_labels": "s3fn.io",
     "sample_origins": "s3fn.data.windows",
     "split_objects": "s3fn.data.splits",
     "split_scene": "s3fn.data.splits",

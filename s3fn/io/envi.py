@@ -10,6 +10,8 @@ import spectral.io.envi as envi
 
 from s3fn.data.cube import fwhm_to_nm, wavelengths_to_nm
 from s3fn.data.errors import S3FNDataError
+from s3fn.io.geotiff import georeferencing, open_gdal
+from s3fn.io.source import ArraySource, CubeSource
 
 # ENVI "data type" codes that hold real numbers, and their item sizes in bytes.
 _ITEM_SIZES = {1: 1, 2: 2, 3: 4, 4: 4, 5: 8, 12: 2, 13: 4, 14: 8, 15: 8}
@@ -98,6 +100,36 @@ def open_envi(path: Path) -> EnviImage:
         good_bands=None if bbl is None else bbl != 0,
         scale=_float_field(header, header_path, "reflectance scale factor", default=1.0),
         ignore_value=_float_field(header, header_path, "data ignore value", default=None),
+    )
+
+
+def open_envi_source(path: Path) -> CubeSource:
+    """An ENVI image as a source: memory-mapped, with its scale, no-data value and map info."""
+    image = open_envi(path)
+    bands = image.pixels.shape[2]
+    scaling = None
+    if image.scale not in (0.0, 1.0):
+        scaling = (np.full(bands, 1.0 / image.scale), np.zeros(bands))
+    nodata = None
+    if image.ignore_value is not None:
+        nodata = (np.full(bands, image.ignore_value), np.ones(bands, bool))
+    crs, transform = None, None
+    if "map info" in image.header or "coordinate system string" in image.header:
+        # GDAL reads ENVI map info for every projection ENVI writes; reuse it, don't re-parse it.
+        dataset = open_gdal(str(image.data_path), image.header_path, "ENVI")
+        with dataset:
+            crs, transform = georeferencing(dataset)
+    return ArraySource(
+        image.pixels,
+        path,
+        "image",
+        wavelengths=image.wavelengths,
+        fwhm=image.fwhm,
+        good_bands=image.good_bands,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        scaling=scaling,
     )
 
 

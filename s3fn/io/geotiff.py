@@ -16,8 +16,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from s3fn.data.cube import fwhm_to_nm, wavelengths_to_nm
-from s3fn.data.cube_source import CubeSource, Geotransform, no_key
 from s3fn.data.errors import S3FNDataError
+from s3fn.io.source import CubeSource, Geotransform, no_key
 
 # EnMAP keeps its band centres and widths in <product>-METADATA.XML beside the image.
 _ENMAP_IMAGE = re.compile(r"(?P<product>.+)-SPECTRAL_IMAGE(?:_COG)?", re.IGNORECASE)
