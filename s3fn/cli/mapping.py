@@ -16,8 +16,7 @@ import numpy as np
 from s3fn.cli.progress import Progress
 from s3fn.inference import Classifier
 from s3fn.inference.maps import tile_origins
-from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
-from s3fn.io import CubeSource, open_source
+from s3fn.io import LABELS, PROBABILITIES, CubeSource, open_map_writer, open_source
 from s3fn.train import distributed as dist
 
 SUFFIXES = {"tif": ".tif", "envi": ".hdr"}

@@ -28,8 +28,7 @@ from s3fn.inference.bundle import load_bundle, save_bundle
 from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
-from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
-from s3fn.io import CubeSource, from_array
+from s3fn.io import LABELS, PROBABILITIES, CubeSource, from_array, open_map_writer
 from s3fn.models.inputs import as_window
 
 KINDS = ("object", "scene")

@@ -5,12 +5,13 @@ HDF5, MATLAB v7.3 and EMIT NetCDF are read by HDF5 chunks; GeoTIFF / COG and oth
 GDAL windows (rasterio); .npz and MATLAB v5, which cannot be mapped, are loaded whole. Each
 source also says what the file says about its bands (centres, widths, usable ones) and where
 its pixels lie on the ground (CRS as WKT, GDAL geotransform). `read_cube` and `read_labels`
-read a whole cube or label map.
+read a whole cube or label map; `open_map_writer` writes a class map as GeoTIFF or ENVI.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,21 @@ import numpy as np
 from s3fn.data.cube import Cube, as_label_array, check_cube_layout
 from s3fn.data.errors import S3FNDataError
 from s3fn.io.containers import ContainerArray
-from s3fn.io.envi import header_for, open_envi, open_envi_source
-from s3fn.io.geotiff import open_raster
+from s3fn.io.envi import EnviMapWriter, header_for, open_envi, open_envi_source
+from s3fn.io.geotiff import GeoTiffMapWriter, open_raster
 from s3fn.io.hdf5 import open_hdf5
+from s3fn.io.map_writer import LABELS, MapWriter
 from s3fn.io.mat import open_mat
 from s3fn.io.netcdf import open_netcdf
 from s3fn.io.npy import open_npy, open_npz
-from s3fn.io.source import ArraySource, CubeSource, hdf5_nodata, no_key
+from s3fn.io.source import ArraySource, CubeSource, Geotransform, hdf5_nodata, no_key
 
 CONTAINER_SUFFIXES = (".mat", ".npy", ".npz", ".h5", ".hdf5", ".he5", ".hdf")
 
-RASTER_SUFFIXES = (".tif", ".tiff")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+# The suffixes `open_map_writer` writes as ENVI; any data file with a .hdr beside it reads as ENVI.
+ENVI_SUFFIXES = (".hdr", ".img", ".dat", ".bsq", ".bip", ".raw", ".bin")
 
 NETCDF_SUFFIX = ".nc"
 
@@ -123,7 +128,37 @@ def read_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
 
 def is_supported(path: Path) -> bool:
     """True for a file that `read_cube` can open: an ENVI header or a known suffix."""
-    return path.suffix.lower() in (*CONTAINER_SUFFIXES, *RASTER_SUFFIXES, NETCDF_SUFFIX, ".hdr")
+    return path.suffix.lower() in (*CONTAINER_SUFFIXES, *GEOTIFF_SUFFIXES, NETCDF_SUFFIX, ".hdr")
+
+
+def open_map_writer(
+    path: str | os.PathLike,
+    *,
+    height: int,
+    width: int,
+    class_names: Sequence[str],
+    crs: str | None = None,
+    transform: Geotransform | None = None,
+    kind: str = LABELS,
+) -> MapWriter:
+    """A writer of an H x W label (`kind="labels"`) or probability map at `path`.
+
+    The format follows the suffix: .tif / .tiff for GeoTIFF, .hdr / .img / .dat (...) for
+    ENVI. `crs` (WKT or "EPSG:n") and `transform` (GDAL geotransform) come from the input
+    cube's source; without them the map is written plain, not georeferenced.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in GEOTIFF_SUFFIXES:
+        writer: type[MapWriter] = GeoTiffMapWriter
+    elif suffix in ENVI_SUFFIXES:
+        writer = EnviMapWriter
+    else:
+        raise S3FNDataError(
+            f"{path}: unsupported map format {suffix or '(no suffix)'!r}; expected "
+            f"GeoTIFF ({', '.join(GEOTIFF_SUFFIXES)}) or ENVI ({', '.join(ENVI_SUFFIXES)})"
+        )
+    return writer(path, height, width, class_names, kind, crs, transform)
 
 
 def existing_file(path: str | os.PathLike) -> Path:
@@ -141,7 +176,7 @@ def file_kind(path: Path) -> str:
         return "envi"
     if suffix in CONTAINER_SUFFIXES:
         return "container"
-    if suffix in RASTER_SUFFIXES:
+    if suffix in GEOTIFF_SUFFIXES:
         return "geotiff"
     if suffix == NETCDF_SUFFIX:
         return "netcdf"
