@@ -29,8 +29,8 @@ import spectral.io.envi as envi
 import torch
 
 from s3fn.data.preprocess import Preprocessor
-from s3fn.data.sources import open_source
 from s3fn.inference import Classifier
+from s3fn.io import open_source
 from s3fn.models import PAPER_POOLS, S3FN, SpectralSpatialCNN
 
 RESULTS_FILE = Path(__file__).parent / "results" / "large_scene.json"

@@ -1,8 +1,9 @@
 """s3fn: hyperspectral image classification with label semantics (S3FN).
 
-Subpackages: `s3fn.ops` (fused kernels), `s3fn.data` (readers, windows, splits),
-`s3fn.semantics` (class descriptions and text embeddings), `s3fn.models`, `s3fn.train`,
-`s3fn.evaluate`, and `s3fn.inference` with `s3fn.Classifier`, the inference bundle.
+Subpackages: `s3fn.ops` (fused kernels), `s3fn.io` (file formats: readers, map writers),
+`s3fn.data` (datasets, windows, splits), `s3fn.semantics` (class descriptions and text
+embeddings), `s3fn.models`, `s3fn.train`, `s3fn.evaluate`, and `s3fn.inference` with
+`s3fn.Classifier`, the inference bundle.
 """
 
 from typing import TYPE_CHECKING

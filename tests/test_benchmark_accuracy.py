@@ -31,7 +31,7 @@ from benchmarks.accuracy_stats import paired_difference, summaries_and_pairs, su
 from benchmarks.description_corruption import corrupt
 from benchmarks.sklearn_baselines import fit_linear, fit_svm, split_samples
 from s3fn.data.datasets import ObjectDataset, SceneDataset
-from s3fn.data.envi import header_for
+from s3fn.io.envi import header_for
 from s3fn.semantics import Descriptions, load_descriptions
 from s3fn.semantics.ablations import split_sentences
 

@@ -20,8 +20,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from s3fn.data import Cube, S3FNDataError, read_cube, read_labels
-from s3fn.data.readers import is_supported
-from s3fn.data.sources import from_array, open_source
+from s3fn.io import from_array, is_supported, open_source
 from tests.data_helpers import cube, save_mat73
 
 GDAL_TOOLS = shutil.which("gdal_translate") and shutil.which("gdalinfo")

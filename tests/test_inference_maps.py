@@ -11,9 +11,9 @@ import torch
 from rasterio.transform import Affine
 
 from s3fn.data import Cube, Preprocessor
-from s3fn.data.sources import open_source
 from s3fn.inference import Classifier
 from s3fn.inference.maps import tile_origins
+from s3fn.io import open_source
 from s3fn.models import NO_POOLS, S3FN, SpectralSpatialCNN
 
 CLASSES = ["a", "b", "c"]

@@ -12,7 +12,7 @@ import numpy as np
 
 from s3fn.data.cube import Cube
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.readers import is_supported, read_cube, read_labels
+from s3fn.io import is_supported, read_cube, read_labels
 
 MASK_SUFFIX = "_mask"
 

@@ -20,7 +20,6 @@ from torch import nn
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.preprocess import Preprocessor
-from s3fn.data.sources import CubeSource, from_array
 from s3fn.evaluate.metrics import Report
 from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
@@ -29,7 +28,7 @@ from s3fn.inference.bundle import load_bundle, save_bundle
 from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles, write_tiles
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
-from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
+from s3fn.io import LABELS, PROBABILITIES, CubeSource, from_array, open_map_writer
 from s3fn.models.inputs import as_window
 
 KINDS = ("object", "scene")

@@ -1,6 +1,6 @@
 """Scene maps tile by tile: read a tile and its halo, run the network densely, hand it on.
 
-A scene larger than memory is read lazily (`s3fn.data.sources`), one tile plus the half-window
+A scene larger than memory is read lazily (`s3fn.io`), one tile plus the half-window
 halo its border pixels need, reflect-padded where the halo leaves the scene exactly as the
 per-window path pads the whole scene. Every pixel gets the label its own window would get;
 the tiling never changes one.
@@ -18,10 +18,10 @@ from torch import nn
 
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
-from s3fn.data.sources import CubeSource
 from s3fn.data.windows import WindowCutter
 from s3fn.inference.dense import dense_probabilities, supports_dense
 from s3fn.inference.pixels import batched_probabilities, check_reflect_size
+from s3fn.io import CubeSource
 
 DEFAULT_TILE = 256
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from s3fn import process_group
-from s3fn.data.sources import CubeSource, open_source
 from s3fn.inference.classifier import Classifier
 from s3fn.inference.maps import tile_origins, write_tiles
-from s3fn.inference.writers import LABELS, PROBABILITIES, open_map_writer
+from s3fn.io import LABELS, PROBABILITIES, CubeSource, open_map_writer, open_source
 from s3fn.progress import Progress
 
 SUFFIXES = {"tif": ".tif", "envi": ".hdr"}

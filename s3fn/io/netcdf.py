@@ -1,5 +1,5 @@
-"""EMIT L1B / L2A NetCDF cubes, read by HDF5 chunks with their band centres, widths and
-good-band list."""
+"""NetCDF cubes: EMIT L1B / L2A read by HDF5 chunks with their band centres, widths and
+good-band list; any other NetCDF through GDAL (`s3fn.io.geotiff`)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,27 @@ from typing import Any
 import h5py
 import numpy as np
 
-from s3fn.data.containers import open_container
 from s3fn.data.cube import check_cube_layout, fwhm_to_nm, wavelengths_to_nm
-from s3fn.data.cube_source import (
-    ArraySource,
-    CubeSource,
-    Geotransform,
-    attribute_text,
-    hdf5_nodata,
-)
 from s3fn.data.errors import S3FNDataError
+from s3fn.io.geotiff import open_raster
+from s3fn.io.hdf5 import open_hdf5
+from s3fn.io.source import ArraySource, CubeSource, Geotransform, attribute_text, hdf5_nodata
+
+
+def open_netcdf(path: Path, key: str | None) -> CubeSource:
+    """A NetCDF file's cube: EMIT's by HDF5 chunks, any other through GDAL."""
+    try:
+        with h5py.File(path, "r") as handle:
+            emit = "sensor_band_parameters" in handle
+    except OSError:  # NetCDF classic (v3) is not HDF5; GDAL reads it
+        emit = False
+    return open_emit(path, key) if emit else open_raster(path, key, "NetCDF")
 
 
 def open_emit(path: Path, key: str | None) -> CubeSource:
     """EMIT L1B / L2A NetCDF: the cube as stored (downtrack x crosstrack x bands), its bands
     in the `sensor_band_parameters` group, its grid in the global attributes."""
-    container = open_container(path, key, ndim=3)
+    container = open_hdf5(path, key, ndim=3)
     try:
         array = container.array
         check_cube_layout(array.shape, array.dtype, str(path), container.name)

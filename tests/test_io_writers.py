@@ -12,8 +12,8 @@ import rasterio
 import spectral.io.envi as envi
 
 from s3fn.data import S3FNDataError, read_labels
-from s3fn.data.sources import open_source
-from s3fn.inference.writers import class_palette, open_map_writer
+from s3fn.io import open_map_writer, open_source
+from s3fn.io.map_writer import class_palette
 from tests.test_data_sources import UTM_TRANSFORM, epsg, gdalinfo, needs_gdal
 
 CLASSES = ["water", "soil", "vegetation"]

@@ -1,7 +1,8 @@
-"""The lazy cube source: an HxWxB cube read window by window, and its in-memory / mapped kind.
+"""The lazy cube source: an HxWxB cube read window by window, and its in-memory / mapped kind,
+with the lazy view of an HDF5 dataset they read from.
 
-Readers of each format (`s3fn.data.sources`, `s3fn.data.rasters`, `s3fn.data.emit`) build these;
-`s3fn.data.sources.open_source` picks the reader.
+The reader of each format (`s3fn.io.envi`, `s3fn.io.geotiff`, `s3fn.io.netcdf`, the containers)
+builds these; `s3fn.io.open_source` picks the reader.
 """
 
 from __future__ import annotations
@@ -14,11 +15,33 @@ from typing import Any
 import h5py
 import numpy as np
 
-from s3fn.data.containers import HDF5View, Lazy
 from s3fn.data.cube import check_finite
 from s3fn.data.errors import S3FNDataError
 
 Geotransform = tuple[float, float, float, float, float, float]
+
+
+class HDF5View:
+    """An HDF5 dataset seen as the array it holds, read only where sliced; `transpose` reverses
+    its axes (MATLAB v7.3 stores arrays column-major)."""
+
+    def __init__(self, dataset: h5py.Dataset, transpose: bool) -> None:
+        self.dataset = dataset
+        self.transpose = transpose
+        self.shape: tuple[int, ...] = dataset.shape[::-1] if transpose else dataset.shape
+        self.dtype = dataset.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        if self.transpose:
+            return self.dataset[tuple(index)[::-1]].T
+        return self.dataset[index]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self[()], dtype=dtype)
+
+
+Lazy = np.ndarray | HDF5View
 
 
 class CubeSource:

@@ -1,5 +1,6 @@
-"""Cubes read through GDAL (rasterio): GeoTIFF / COG and NetCDF other than EMIT, with the band
-centres the product stores (GDAL band items, the IMAGERY domain, an EnMAP METADATA.XML)."""
+"""GeoTIFF: cubes read through GDAL (rasterio), GeoTIFF / COG and NetCDF other than EMIT, with
+the band centres the product stores (GDAL band items, the IMAGERY domain, an EnMAP
+METADATA.XML); and class maps written as tiled, compressed GeoTIFFs."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from s3fn.data.cube import fwhm_to_nm, wavelengths_to_nm
-from s3fn.data.cube_source import CubeSource, Geotransform, no_key
 from s3fn.data.errors import S3FNDataError
+from s3fn.io.map_writer import LABELS, UNCLASSIFIED, MapWriter, class_palette
+from s3fn.io.source import CubeSource, Geotransform, no_key
 
 # EnMAP keeps its band centres and widths in <product>-METADATA.XML beside the image.
 _ENMAP_IMAGE = re.compile(r"(?P<product>.+)-SPECTRAL_IMAGE(?:_COG)?", re.IGNORECASE)
@@ -26,6 +28,9 @@ _ENMAP_BANDS = "specific/bandCharacterisation/bandID/"
 
 # GDAL writes a multi-band raster to NetCDF as one 2-D variable per band.
 _GDAL_BAND_VARIABLE = re.compile(r"Band\d+")
+
+# A written map's tiles are _BLOCK x _BLOCK pixels.
+_BLOCK = 256
 
 
 class RasterSource(CubeSource):
@@ -242,3 +247,72 @@ def georeferencing(dataset: DatasetReader) -> tuple[str | None, Geotransform | N
     if crs is None and dataset.transform.is_identity:
         return None, None
     return crs, tuple(dataset.transform.to_gdal())  # type: ignore[return-value]
+
+
+class GeoTiffMapWriter(MapWriter):
+    """A tiled, deflate-compressed GeoTIFF. A label map has nodata 0, a colour table and the
+    class names as GDAL category names (in the `.aux.xml` side file, where GDAL keeps them);
+    a probability map has one float32 band per class, named after it, and nodata NaN."""
+
+    _dataset = None
+
+    def _open(self) -> None:
+        k = len(self.class_names)
+        labels = self.kind == LABELS
+        profile = {
+            "driver": "GTiff",
+            "height": self.height,
+            "width": self.width,
+            "count": 1 if labels else k,
+            "dtype": self.dtype.name,
+            "crs": self.crs,
+            "transform": self.transform,
+            "nodata": 0 if labels else np.nan,
+            "tiled": True,
+            "blockxsize": _BLOCK,
+            "blockysize": _BLOCK,
+            "compress": "deflate",
+            "predictor": 2 if labels else 3,
+            "BIGTIFF": "IF_SAFER",
+        }
+        target = self._temporary(self.path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dataset = rasterio.open(target, "w", **profile)
+        if labels:
+            colours = [(0, 0, 0, 0)] + [(*rgb, 255) for rgb in class_palette(k)]
+            self._dataset.write_colormap(1, dict(enumerate(colours)))
+            self._dataset.set_band_description(1, "class")
+            self._aux = self._temporary(self.path.with_name(self.path.name + ".aux.xml"))
+        else:
+            for band, name in enumerate(self.class_names, start=1):
+                self._dataset.set_band_description(band, name)
+
+    def _write(self, row0: int, col0: int, stored: np.ndarray) -> None:
+        bands = stored[None] if stored.ndim == 2 else np.moveaxis(stored, -1, 0)
+        window = Window(col0, row0, stored.shape[1], stored.shape[0])
+        self._dataset.write(bands, window=window)  # type: ignore[union-attr]
+
+    def _finish(self) -> None:
+        self._release()
+        if self.kind == LABELS:
+            _write_category_names(self._aux, [UNCLASSIFIED, *self.class_names])
+        else:  # a label map's side file left from an earlier run would describe this one wrongly
+            self.path.with_name(self.path.name + ".aux.xml").unlink(missing_ok=True)
+
+    def _release(self) -> None:
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
+
+
+def _write_category_names(path: Path, names: list[str]) -> None:
+    """GDAL's PAM side file giving band 1 its category names (what `gdalinfo` lists)."""
+    root = ElementTree.Element("PAMDataset")
+    band = ElementTree.SubElement(root, "PAMRasterBand", band="1")
+    categories = ElementTree.SubElement(band, "CategoryNames")
+    for name in names:
+        ElementTree.SubElement(categories, "Category").text = name
+    ElementTree.indent(root)
+    # no XML declaration: GDAL (3.6) ignores a side file that starts with one
+    path.write_text(ElementTree.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
