@@ -28,14 +28,13 @@ from benchmarks.accuracy_data import (
 from benchmarks.accuracy_plan import SKLEARN_METHODS, TRAIN_CHANGES, Cell
 from benchmarks.description_corruption import CORRUPTIONS, corrupt
 from benchmarks.sklearn_baselines import fit_linear, fit_svm, object_spectra, split_samples
-from s3fn.config import CONFIG_FILE, TrainConfig, option_fields
+from s3fn.config import TrainConfig, option_fields
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.opening import open_data
-from s3fn.data.split_files import SPLIT_FILE
 from s3fn.evaluate import Report
-from s3fn.evaluate.results import METRICS_FILE
 from s3fn.inference import RUN_BUNDLE_DIR
 from s3fn.progress import Progress
+from s3fn.run_folder import CONFIG_FILE, METRICS_FILE, SPLIT_FILE
 from s3fn.semantics import save_descriptions
 from s3fn.semantics.class_embeddings import read_descriptions
 from s3fn.train.run import train_run

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from s3fn.run_folder import CONFIG_FILE
 from s3fn.settings_fields import ConfigError, check_values, meta, option
 from s3fn.train.settings import TrainSettings, setting_fields
 
@@ -29,8 +30,6 @@ __all__ = [
     "option_fields",
     "resolve",
 ]
-
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -66,10 +65,19 @@ class TrainConfig(TrainSettings):
     split: str | None = option(
         None, "split.json of an earlier run on the same data, to reuse its split", str
     )
-    train: float = option(
-        0.6, "training part: a fraction, or images per class when >= 1", (int, float)
+    train: float | None = option(
+        None,
+        "training part: a fraction, or images per class when >= 1 (default: every label not "
+        "held out; when given without --test, what is left is tested)",
+        (int, float),
     )
     val: float = option(0.2, "validation part: a fraction, or images per class", (int, float))
+    test: float | None = option(
+        None, "test part held out of training: a fraction, or images per class", (int, float)
+    )
+    test_labels: str | None = option(
+        None, "a separate label map of the scene's pixels to score the run on (never trained)", str
+    )
     block_size: int | None = option(
         None, "scene split block side (default: the side that balances the parts best)", int
     )

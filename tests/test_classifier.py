@@ -213,7 +213,8 @@ def test_bands_the_cube_cannot_cover_or_count_are_refused():
 def test_resume_returns_the_finished_run(dataset, split, tmp_path):
     settings = TrainSettings(stage="cnn", windows_per_image=4, **FAST, **ARCH)
     first = train_classifier(dataset, split, settings=settings, workdir=tmp_path)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["cnn.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["cnn.pt", "refit"]
+    assert (tmp_path / "checkpoints" / "refit" / "cnn.pt").is_file()
     again = train_classifier(dataset, split, settings=settings, workdir=tmp_path, resume=True)
     assert again.info["histories"] == first.info["histories"]
     for name, tensor in first.model.state_dict().items():

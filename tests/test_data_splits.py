@@ -94,9 +94,11 @@ def test_scene_split_has_no_leak_and_keeps_margins():
         pixels = split.part(name)
         assert split.region(name)[pixels[:, 0], pixels[:, 1]].all()
         assert (split.part_labels(name) == labels[pixels[:, 0], pixels[:, 1]] - 1).all()
-    test_region = split.region("test")
-    for r, c in split.train:  # a margin of half the window from every test block
-        assert not test_region[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3].any()
+    held = np.zeros(labels.shape, dtype=bool)
+    for part in ("val", "test"):
+        held[split.part(part)[:, 0], split.part(part)[:, 1]] = True
+    for r, c in split.train:  # a margin of half the window from every held-out pixel only
+        assert not held[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3].any()
     assert len(split.train) > len(split.test) > 0
 
 
@@ -151,13 +153,13 @@ def test_scene_split_warns_about_missing_classes_and_checks_inputs():
     labels[0, 0] = 3  # one pixel of class c: it cannot be in both train and test
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        split = split_scene(labels, NAMES, 3, block_size=10, seed=0)
+        split = split_scene(labels, NAMES, 3, test=0.2, block_size=10, seed=0)
     assert any("no " in str(w.message) and "pixels for c" in str(w.message) for w in caught)
     with pytest.raises(
         S3FNDataError, match=r"label map of shape \(40, 40\): expected 2-D with values"
     ):
         split_scene(labels, ["a"], 3)
-    with pytest.raises(S3FNDataError, match=r"train=0\.9, val=0\.2: expected train > 0"):
+    with pytest.raises(S3FNDataError, match=r"train=0\.9, val=0\.2, test=None: expected train > 0"):
         split_scene(labels, NAMES, 3, train=0.9, val=0.2)
     with pytest.raises(S3FNDataError, match="part 'dev': expected one of train, val, test"):
         split.part("dev")

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from s3fn.cli.common import common_options
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `s3fn` console script; returns the exit code."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.formatwarning = _warning_line
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((arg for arg in argv if not arg.startswith("-")), "")
     args = build_parser(chosen).parse_args(argv)
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"s3fn: error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _warning_line(message: Warning | str, *_: object, **__: object) -> str:
+    """A warning as the command prints it: one line, no source location."""
+    return f"s3fn: warning: {' '.join(str(message).split())}\n"
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from s3fn.cli.common import set_threads
 from s3fn.data.opening import open_data
-from s3fn.data.split_files import SPLIT_FILE, saved_test_part
+from s3fn.data.split_files import saved_test_part, scoring_target, trained_pixels
 from s3fn.evaluate import markdown_table, run_seeds
 from s3fn.evaluate.results import score, summary_line, write_results
 from s3fn.inference import Classifier, locate_bundle
@@ -22,14 +23,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "several --seeds (window draws), mean ± std."
     )
     parser.add_argument("model", metavar="RUN_DIR_OR_BUNDLE")
-    parser.add_argument("--data", required=True, help="as for `s3fn train --data`")
-    parser.add_argument("--labels", help="label map of a scene cube")
+    parser.add_argument(
+        "--data", help="as for `s3fn train --data` (default for a run folder: the run's data)"
+    )
+    parser.add_argument(
+        "--labels",
+        help="label map of a scene cube; with a run folder, separate labels to score it on",
+    )
     parser.add_argument("--classes", nargs="+", help="class names of a scene's labels 1..K")
     parser.add_argument("--key", help="array name inside .mat/.npz/HDF5 cube files")
     parser.add_argument(
         "--part",
         choices=("test", "all"),
-        help="test: the run's test split (default for a run folder); all: everything",
+        help="test: the run's test part (default for a run folder without --labels); all: "
+        "every labelled pixel or image",
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="window-sampling seeds")
     parser.add_argument("--out", help="folder for metrics.json and report.md")
@@ -42,18 +49,23 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     bundle, run_dir = locate_bundle(args.model)
     classifier = Classifier.load(bundle)
-    data = open_data(args.data, labels=args.labels, classes=args.classes, key=args.key)
+    target = scoring_target(run_dir, args.data, args.labels, args.classes, args.key, args.part)
+    data = open_data(target.data, labels=target.labels, classes=target.classes, key=target.key)
     if data.class_names != classifier.class_names:
         raise ValueError(
-            f"{args.data}: classes {data.class_names}; the classifier knows "
+            f"{target.data}: classes {data.class_names}; the classifier knows "
             f"{classifier.class_names} (same names, same order expected)"
         )
-    part_name = args.part or ("test" if run_dir is not None else "all")
-    part = None
-    if part_name == "test":
-        if run_dir is None or not (run_dir / SPLIT_FILE).is_file():
-            raise FileNotFoundError(f"{args.model}: no {SPLIT_FILE}; use --part all")
-        part = saved_test_part(data, run_dir / SPLIT_FILE)
+    part_name = target.part
+    part = None if target.split_file is None else saved_test_part(data, target.split_file)
+    if run_dir is not None and part is None:
+        trained = trained_pixels(data, run_dir)
+        if trained:
+            warnings.warn(
+                f"{trained} of the scored pixels trained this run's model: its score on them "
+                "is optimistic",
+                stacklevel=1,
+            )
     progress = Progress(args.quiet)
     seeds = args.seeds or [classifier.seed]
     evaluations = {}
@@ -68,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_table({"classifier": summary}, metrics)
     files = write_results(
         out,
-        f"{bundle} on {args.data}",
+        f"{bundle} on {target.data}",
         evaluations[seeds[0]],
-        title=f"s3fn evaluate: {bundle} on {args.data} ({part_name})",
+        title=f"s3fn evaluate: {bundle} on {target.data} ({part_name})",
         extra={"part": part_name, "seeds": summary.to_dict(), "table": table},
     )
     (out / "seeds.md").write_text(table + "\n")

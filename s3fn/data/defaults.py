@@ -15,7 +15,13 @@ import numpy as np
 
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.splits import ObjectSplit, SceneSplit, split_objects, split_scene
+from s3fn.data.splits import (
+    ObjectSplit,
+    SceneSplit,
+    held_out_fractions,
+    split_objects,
+    split_scene,
+)
 
 PAPER_WINDOW = 32  # the paper's object windows
 SCENE_WINDOW = 15  # the smallest window the paper's pooled 3D-CNN takes
@@ -111,22 +117,30 @@ def scene_split(
     class_names: Sequence[str],
     window: int | tuple[int, int],
     *,
-    train: float,
-    val: float,
-    seed: int,
+    train: float | None = None,
+    val: float = 0.2,
+    test: float | None = None,
+    seed: int = 0,
 ) -> tuple[SceneSplit, Choice]:
     """A spatially disjoint split whose block side (from 4x the window down to the window)
     best balances the parts: the largest smallest share, over classes and parts, of the pixels
     a part should get. Small scenes get small blocks instead of one block for everything."""
     h, w = (window, window) if isinstance(window, int) else window
-    fractions = {"train": train, "val": val, "test": max(0.0, 1.0 - train - val)}
+    held_val, held_test = held_out_fractions(train, val, test)
+    fractions = {"train": 1.0 - held_val - held_test, "val": held_val, "test": held_test}
     totals = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names) + 1)[1:]
     best: tuple[float, SceneSplit] | None = None
     for side in range(4 * max(h, w), max(h, w) - 1, -1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             split = split_scene(
-                labels, class_names, (h, w), train=train, val=val, block_size=side, seed=seed
+                labels,
+                class_names,
+                (h, w),
+                val=held_val,
+                test=held_test,
+                block_size=side,
+                seed=seed,
             )
         counts = split.class_counts()
         shares = [
@@ -151,30 +165,39 @@ def scene_split(
     else:
         reason = f"{side}px blocks come closest; no block size gives every class every part"
         split = split_scene(
-            labels, class_names, (h, w), train=train, val=val, block_size=side, seed=seed
+            labels, class_names, (h, w), val=held_val, test=held_test, block_size=side, seed=seed
         )
     return split, Choice(side, reason)
 
 
-def as_count(value: float) -> float | int:
+def as_count(value: float | None) -> float | int | None:
     """A split size: whole numbers >= 1 are counts per class, the rest fractions."""
+    if value is None:
+        return None
     return int(value) if value >= 1 and float(value).is_integer() else float(value)
 
 
 def make_split(
     data: ObjectDataset | SceneDataset,
     *,
-    train: float,
-    val: float,
-    seed: int,
+    train: float | None = None,
+    val: float = 0.2,
+    test: float | None = None,
+    seed: int = 0,
     window: int | None = None,
     block_size: int | None = None,
 ) -> tuple[ObjectSplit | SceneSplit, dict[str, Choice]]:
     """A leak-free split (by image for objects, by spatial blocks for scenes) and what was
-    chosen from the data for it: a scene's window and block side when not given."""
+    chosen from the data for it: a scene's window and block side when not given. By default
+    a validation part only; see `split_objects` and `split_scene` for `train` and `test`."""
     if not isinstance(data, SceneDataset):
         split = split_objects(
-            data.labels, data.class_names, train=as_count(train), val=as_count(val), seed=seed
+            data.labels,
+            data.class_names,
+            train=as_count(train),
+            val=as_count(val),
+            test=as_count(test),
+            seed=seed,
         )
         return split, {}
     choices = {}
@@ -186,13 +209,14 @@ def make_split(
             data.labels,
             data.class_names,
             window,
-            train=float(train),
-            val=float(val),
+            train=train,
+            val=val,
+            test=test,
             block_size=block_size,
             seed=seed,
         )
         return split, choices
     split, choices["block_size"] = scene_split(
-        data.labels, data.class_names, window, train=float(train), val=float(val), seed=seed
+        data.labels, data.class_names, window, train=train, val=val, test=test, seed=seed
     )
     return split, choices

@@ -126,10 +126,12 @@ def fit_scene_preprocessor(
     n_components: int | None = None,
     variance: float = 0.999,
     components_range: tuple[int, int] | None = None,
+    refit: bool = False,
 ) -> Preprocessor:
-    """Fit z-score + PCA on every pixel of the scene's training blocks."""
+    """Fit z-score + PCA on every pixel outside the held-out blocks (`SceneSplit.unseen_region`),
+    labelled or not."""
     return Preprocessor.fit(
-        scene.cube.data[split.region("train")],
+        scene.cube.data[split.unseen_region(refit=refit)],
         n_components=n_components,
         variance=variance,
         components_range=components_range,
@@ -187,22 +189,24 @@ def prepare_object_stores(
     components_range: tuple[int, int] | None = None,
     seed: int = 0,
     compression: str | None = "lzf",
+    refit: bool = False,
 ) -> dict[str, WindowStore]:
     """Fit preprocessing on the training images, then write `<part>.h5` for each non-empty part.
 
-    Returns the stores by part name ("train", "val", "test").
+    Returns the stores by part name ("train", "val", "test"). With `refit`, the training part
+    is train and validation together (`ObjectSplit.final_training`) and no other is written.
     """
     check_no_leak(split)
+    parts = _stored_parts(split, refit)
     fitted = fit_object_preprocessor(
         dataset,
-        split.train,
+        parts["train"],
         n_components=n_components,
         variance=variance,
         components_range=components_range,
     )
     stores = {}
-    for part in PARTS:
-        images = split.part(part)
+    for part, images in parts.items():
         if len(images):
             batches = iter_object_windows(
                 dataset, images, fitted, windows_per_image=windows_per_image, size=size, seed=seed
@@ -229,10 +233,14 @@ def prepare_scene_stores(
     variance: float = 0.999,
     components_range: tuple[int, int] | None = None,
     compression: str | None = "lzf",
+    refit: bool = False,
 ) -> dict[str, WindowStore]:
-    """Fit preprocessing on the training blocks, then write `<part>.h5` for each non-empty part.
+    """Fit preprocessing outside the held-out blocks, then write `<part>.h5` for each non-empty
+    part.
 
-    Windows have the split's size and are centred on every pixel of each part.
+    Windows have the split's size and are centred on every pixel of each part. With `refit`,
+    the training part is every pixel the final model may train on
+    (`SceneSplit.final_training`) and no other is written.
     """
     check_no_leak(split)
     fitted = fit_scene_preprocessor(
@@ -241,10 +249,10 @@ def prepare_scene_stores(
         n_components=n_components,
         variance=variance,
         components_range=components_range,
+        refit=refit,
     )
     stores = {}
-    for part in PARTS:
-        pixels = split.part(part)
+    for part, pixels in _stored_parts(split, refit).items():
         if len(pixels):
             batches = iter_scene_windows(scene, pixels, fitted, size=split.window)
             stores[part] = write_windows(
@@ -258,3 +266,10 @@ def prepare_scene_stores(
                 attrs={"seed": split.seed},
             )
     return stores
+
+
+def _stored_parts(split: ObjectSplit | SceneSplit, refit: bool) -> dict[str, np.ndarray]:
+    """The parts to write: every part, or for a refit the final training part alone."""
+    if refit:
+        return {"train": split.final_training()}
+    return {part: split.part(part) for part in PARTS}

@@ -1,6 +1,10 @@
 """Leak-free splits: by image for object-level data, by spatially disjoint blocks for scenes.
 
-Every split function ends with `check_no_leak`, which a hand-made split can be passed to as well.
+The labels a user gives are training data: by default a split holds out a validation part
+only, and a test part only when asked for. In a scene, a labelled pixel is a training pixel
+unless it is held out or its window would reach a held-out pixel, so the buffer around held-out
+blocks goes only where a training window would actually reach one. Every split function ends
+with `check_no_leak`, which a hand-made split can be passed to as well.
 """
 
 from __future__ import annotations
@@ -40,16 +44,20 @@ class ObjectSplit:
         """The class counts as a small text table."""
         return _table(self.class_counts(), self.class_names, "images")
 
+    def final_training(self) -> np.ndarray:
+        """The images a model refitted after early stopping trains on: train and validation."""
+        return np.sort(np.concatenate([self.train, self.val]))
+
 
 @dataclass(frozen=True, eq=False)
 class SceneSplit:
     """Labelled pixels (row, column) of the train / val / test parts of a scene.
 
     `blocks` maps every pixel to the part its block went to (-1: a block without labels);
-    training and validation pixels whose window would reach into a later part's block are left
-    out, so no training window covers a validation or test pixel. `block_size` and
-    `fractions` (train, val) are what `split_scene` made it with (None for a hand-made split),
-    so that the split can be saved as its recipe and made again.
+    a training pixel whose window would reach a validation or test pixel, or a validation pixel
+    whose window would reach a test pixel, is left out. `block_size` and `fractions`
+    (validation, test) are what `split_scene` made it with (None for a hand-made split);
+    `test_labels` names the label map the test part came from (`with_test_labels`), if any.
     """
 
     train: np.ndarray
@@ -62,6 +70,7 @@ class SceneSplit:
     seed: int
     block_size: int | None = None
     fractions: tuple[float, float] | None = None
+    test_labels: str | None = None
 
     def part(self, name: str) -> np.ndarray:
         """(K, 2) pixel coordinates of part `name` ("train", "val" or "test")."""
@@ -73,8 +82,28 @@ class SceneSplit:
         return self.labels[pixels[:, 0], pixels[:, 1]] - 1
 
     def region(self, name: str) -> np.ndarray:
-        """HxW boolean map of the blocks assigned to part `name` (e.g. to fit preprocessing)."""
+        """HxW boolean map of the blocks assigned to part `name`."""
         return self.blocks == PARTS.index(_part_name(name))
+
+    def unseen_region(self, *, refit: bool = False) -> np.ndarray:
+        """HxW boolean map of the pixels preprocessing may be fitted on: all but the held-out
+        blocks (validation and test; only test with `refit`). Unlabelled pixels count: the
+        whole cube is the user's, only the held-out labels are not."""
+        held = self.region("test") if refit else self.region("val") | self.region("test")
+        for part in ("test",) if refit else ("val", "test"):
+            pixels = self.part(part)
+            held[pixels[:, 0], pixels[:, 1]] = True
+        return ~held
+
+    def final_training(self) -> np.ndarray:
+        """The pixels a model refitted after early stopping trains on: every labelled pixel not
+        in the test part whose window reaches no test pixel (train, validation and the
+        validation buffer)."""
+        labelled = self.labels > 0
+        tested = np.zeros(self.labels.shape, dtype=bool)
+        tested[self.test[:, 0], self.test[:, 1]] = True
+        clear = window_sums(tested, self.window, centred=True) == 0
+        return np.argwhere(labelled & ~tested & clear)
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Labelled pixels per class in each part: {part: {class name: count}}."""
@@ -89,30 +118,39 @@ def split_objects(
     labels: Sequence[int] | np.ndarray,
     class_names: Sequence[str],
     *,
-    train: float | int = 0.6,
+    train: float | int | None = None,
     val: float | int = 0.2,
+    test: float | int | None = None,
     seed: int = 0,
 ) -> ObjectSplit:
-    """Stratified split by image: `train` / `val` are fractions or per-class image counts.
+    """Stratified split by image; `val` and `test` are fractions or per-class image counts.
 
-    The rest of each class is the test part. No image is in two parts.
+    `train` None: every image not held out trains; `test` None: no test part, or, where
+    `train` is given, the images left over (as `train=0.6, val=0.2` leaves 20 % to test).
+    No image is in two parts.
     """
     labels = np.asarray(labels, dtype=np.int64)
     parts: dict[str, list[np.ndarray]] = {p: [] for p in PARTS}
     for k, name in enumerate(class_names):
         members = np.flatnonzero(labels == k)
         n = len(members)
-        n_train = _how_many(train, n, "train", minimum=1)
         n_val = _how_many(val, n, "val", minimum=0)
-        if n_train + n_val > n:
+        if train is None:
+            n_test = 0 if test is None else _how_many(test, n, "test", minimum=0)
+            n_train = n - n_val - n_test
+        else:
+            n_train = _how_many(train, n, "train", minimum=1)
+            n_test = n - n_train - n_val if test is None else _how_many(test, n, "test", minimum=0)
+        if n_train < 1 or n_test < 0 or n_train + n_val + n_test > n:
             raise S3FNDataError(
-                f"class {name!r} has {n} images; expected at least {n_train + n_val} for "
-                f"train={train!r}, val={val!r}"
+                f"class {name!r} has {n} images; expected at least "
+                f"{max(n_train, 1) + n_val + max(n_test, 0)} for train={train!r}, val={val!r}, "
+                f"test={test!r}"
             )
         order = np.random.default_rng([seed, k]).permutation(members)
         parts["train"].append(order[:n_train])
         parts["val"].append(order[n_train : n_train + n_val])
-        parts["test"].append(order[n_train + n_val :])
+        parts["test"].append(order[n_train + n_val : n_train + n_val + n_test])
     split = ObjectSplit(
         **{p: np.sort(np.concatenate(v)).astype(np.int64) for p, v in parts.items()},
         labels=labels,
@@ -123,22 +161,37 @@ def split_objects(
     return split
 
 
+def held_out_fractions(train: float | None, val: float, test: float | None) -> tuple[float, float]:
+    """(validation, test) fractions of a scene split: `test` None means none, or, where `train`
+    is given, what train and validation leave over."""
+    if test is None:
+        test = 0.0 if train is None else 1.0 - train - val
+    if (train is not None and train <= 0) or val < 0 or test < -1e-9 or val + test >= 1.0:
+        raise S3FNDataError(
+            f"train={train!r}, val={val!r}, test={test!r}: expected train > 0, val >= 0, "
+            "test >= 0 and something left to train on"
+        )
+    return float(val), max(0.0, float(test))
+
+
 def split_scene(
     labels: np.ndarray,
     class_names: Sequence[str],
     window: int | tuple[int, int],
     *,
-    train: float = 0.6,
+    train: float | None = None,
     val: float = 0.2,
+    test: float | None = None,
     block_size: int | None = None,
     seed: int = 0,
 ) -> SceneSplit:
-    """Split a label map into spatially disjoint square blocks, stratified by class.
+    """Hold out spatially disjoint square blocks of a label map, stratified by class.
 
-    Blocks (default side 4x the window) go to train / val / test by a seeded greedy draw that
-    follows the class fractions; train and val then drop the pixels whose window would reach into
-    a block of a later part (a margin of half the window), so no training window covers a
-    validation or test pixel.
+    Blocks (default side 4x the window) go to validation and test by a seeded greedy draw that
+    follows the class fractions (`held_out_fractions`: by default a validation part only).
+    Every other labelled pixel trains, unless its window would reach a held-out pixel; a
+    validation pixel whose window would reach a test pixel is left out. So no training window
+    covers a validation or test pixel, and no label is dropped that need not be.
     """
     h, w = as_size(window)
     labels = np.asarray(labels)
@@ -146,20 +199,20 @@ def split_scene(
         raise S3FNDataError(
             f"label map of shape {labels.shape}: expected 2-D with values 0..{len(class_names)}"
         )
-    fractions = np.array([train, val, 1.0 - train - val])
-    if train <= 0 or val < 0 or fractions[2] < -1e-9:
-        raise S3FNDataError(f"train={train!r}, val={val!r}: expected train > 0, val >= 0, sum <= 1")
+    held_val, held_test = held_out_fractions(train, val, test)
+    fractions = np.array([1.0 - held_val - held_test, held_val, held_test])
     side = block_size or 4 * max(h, w)
     if side < 1:
         raise S3FNDataError(f"block_size={block_size!r}: expected a positive number of pixels")
-    blocks = _assign_blocks(labels, len(class_names), side, np.clip(fractions, 0, None), seed)
+    blocks = _assign_blocks(labels, len(class_names), side, fractions, seed)
     labelled = labels > 0
     kept = {"test": labelled & (blocks == 2)}
-    later = blocks == 2
+    held = kept["test"]
     for index, part in ((1, "val"), (0, "train")):
-        clear = window_sums(later, (h, w), centred=True) == 0
-        kept[part] = labelled & (blocks == index) & clear
-        later = later | (blocks == index)
+        clear = window_sums(held, (h, w), centred=True) == 0
+        mine = labelled & (blocks == index) if index else labelled & (blocks != 1) & (blocks != 2)
+        kept[part] = mine & clear
+        held = held | kept[part]
     split = SceneSplit(
         **{p: np.argwhere(kept[p]) for p in PARTS},
         labels=labels,
@@ -168,9 +221,10 @@ def split_scene(
         blocks=blocks,
         seed=seed,
         block_size=side,
-        fractions=(float(train), float(val)),
+        fractions=(held_val, held_test),
     )
-    for part in ("train", "test"):
+    wanted = ("train", "test") if held_test > 0 else ("train",)
+    for part in wanted:
         empty = [n for n, c in split.class_counts()[part].items() if c == 0]
         if empty:
             warnings.warn(
@@ -180,6 +234,48 @@ def split_scene(
             )
     check_no_leak(split)
     return split
+
+
+def with_test_labels(split: SceneSplit, test_labels: np.ndarray, source: str) -> SceneSplit:
+    """`split` scored on a separate label map instead: its labelled pixels become the test part
+    (a test part the split had is dropped), and training and validation pixels
+    that are test pixels, or whose windows reach one, are left out. `source` names the map."""
+    test_labels = np.asarray(test_labels)
+    if test_labels.shape != split.labels.shape:
+        raise S3FNDataError(
+            f"{source}: test label map of shape {test_labels.shape}; expected "
+            f"{split.labels.shape} like the training labels"
+        )
+    if test_labels.min(initial=0) < 0 or test_labels.max(initial=0) > len(split.class_names):
+        raise S3FNDataError(
+            f"{source}: test labels span {test_labels.min()}..{test_labels.max()}; expected "
+            f"0..{len(split.class_names)} (0 = not scored)"
+        )
+    tested = test_labels > 0
+    if not tested.any():
+        raise S3FNDataError(f"{source}: no labelled pixel to score; expected some labels 1..K")
+    labels = np.where(tested, test_labels, split.labels)
+    clear = window_sums(tested, split.window, centred=True) == 0
+    keep = {}
+    for part in ("train", "val"):
+        pixels = split.part(part)
+        keep[part] = pixels[clear[pixels[:, 0], pixels[:, 1]]]
+    blocks = np.where(split.blocks == 2, 0, split.blocks).astype(split.blocks.dtype)
+    result = SceneSplit(
+        train=keep["train"],
+        val=keep["val"],
+        test=np.argwhere(tested),
+        labels=labels,
+        class_names=split.class_names,
+        window=split.window,
+        blocks=blocks,
+        seed=split.seed,
+        block_size=split.block_size,
+        fractions=split.fractions,
+        test_labels=source,
+    )
+    check_no_leak(result)
+    return result
 
 
 def check_no_leak(split: ObjectSplit | SceneSplit) -> None:

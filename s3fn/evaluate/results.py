@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +12,11 @@ import numpy as np
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.evaluate.predict import Evaluation
 from s3fn.progress import CountingObjects, Progress
+from s3fn.run_folder import METRICS_FILE
 
 if TYPE_CHECKING:
     from s3fn.inference import Classifier
     from s3fn.report import SceneMaps
-
-METRICS_FILE = "metrics.json"
 
 
 def score(
@@ -52,22 +51,26 @@ def scene_maps(classifier: Classifier, scene: SceneDataset, progress: Progress) 
 def write_results(
     folder: Path,
     name: str,
-    evaluation: Evaluation,
+    evaluation: Evaluation | None,
     *,
     title: str,
     histories: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     scene: SceneMaps | None = None,
     extra: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> list[Path]:
-    """metrics.json and report.md (+ PNGs) in `folder`; returns the files written."""
+    """metrics.json and report.md (+ PNGs) in `folder`; returns the files written. Without an
+    `evaluation` (no test part) the scores are null and the report holds `notes` and curves."""
     from s3fn.report import write_report  # matplotlib: only where a report is written
 
     folder.mkdir(parents=True, exist_ok=True)
     metrics = {
-        "scalars": evaluation.scalars(),
-        "window": evaluation.windows.to_dict(),
-        "image": None if evaluation.images is None else evaluation.images.to_dict(),
+        "scalars": None if evaluation is None else evaluation.scalars(),
+        "window": None if evaluation is None else evaluation.windows.to_dict(),
+        "image": None
+        if evaluation is None or evaluation.images is None
+        else evaluation.images.to_dict(),
         **(extra or {}),
     }
     if histories is not None:
@@ -76,11 +79,12 @@ def write_results(
     metrics_path.write_text(json.dumps(metrics, indent=2, default=_plain) + "\n")
     report = write_report(
         folder,
-        {name: evaluation},
+        {} if evaluation is None else {name: evaluation},
         title=title,
         histories=None if histories is None else {name: histories},
         config=config,
         scene=scene,
+        notes=notes,
     )
     return [metrics_path, report]
 

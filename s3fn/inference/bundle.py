@@ -22,12 +22,12 @@ from s3fn.atomic import atomic_write_bytes
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
 from s3fn.models.registry import build_model
+from s3fn.run_folder import BUNDLE_DIR as RUN_BUNDLE_DIR
 
 FORMAT = "s3fn.classifier"
 VERSION = 1
 CONFIG_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
-RUN_BUNDLE_DIR = "bundle"  # where `s3fn train` puts the bundle inside its run folder
 SETTINGS = ("kind", "class_names", "window", "voting", "n_windows", "mask_threshold", "seed")
 
 

@@ -44,23 +44,25 @@ def write_report(
     scene: SceneMaps | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """Write `report.md` and its PNGs into `folder`; `results` maps method name -> evaluation."""
+    """Write `report.md` and its PNGs into `folder`; `results` maps method name -> evaluation
+    (none: a run without a test part, reported by its `notes` and curves alone)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if not results:
-        raise ValueError("write_report: no results to report")
-    level, _ = main_report(next(iter(results.values())))
-    lines = [f"# {title}", "", *notes, *([""] if notes else []), "## Scores", ""]
-    lines += score_table(results)
+    if not results and not notes:
+        raise ValueError("write_report: no results or notes to report")
+    lines = [f"# {title}", "", *notes]
     pictures = []
     if histories and any(any(h.values()) for h in histories.values()):
         pictures.append(
             ("Training curves", plots.training_curves(histories, folder / "curves.png"))
         )
     reports = {name: main_report(ev)[1] for name, ev in results.items()}
-    pictures.append(
-        ("Per-class F1", plots.per_class_f1(reports, folder / "f1.png", f"{level}-level F1"))
-    )
+    level = main_report(next(iter(results.values())))[0] if results else "window"
+    if results:
+        lines += [*([""] if notes else []), "## Scores", "", *score_table(results)]
+        pictures.append(
+            ("Per-class F1", plots.per_class_f1(reports, folder / "f1.png", f"{level}-level F1"))
+        )
     for i, (name, report) in enumerate(reports.items()):
         path = folder / f"confusion_{i}_{_slug(name)}.png"
         pictures.append(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, closing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.defaults import (
@@ -29,11 +32,14 @@ from s3fn.data.store import WindowStore
 from s3fn.inference import Classifier
 from s3fn.models.inputs import as_window
 from s3fn.models.registry import ModelRequest, ModelSpec
+from s3fn.train.baseline import linear_baseline
 from s3fn.train.fit import fit
 from s3fn.train.options import FitOptions
 from s3fn.train.presets import Preset
 from s3fn.train.seeding import seed_everything
 from s3fn.train.settings import Recipe, TrainSettings, resolve
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from s3fn.semantics import Descriptions, TextEncoder
@@ -70,8 +76,7 @@ def train_classifier(
     """
     recipe = resolve(settings or TrainSettings())
     chosen = recipe.settings
-    spec = recipe.model
-    _check_request(spec, descriptions, class_embeddings)
+    _check_request(recipe.model, descriptions, class_embeddings)
     scene = isinstance(data, SceneDataset)
     choices: dict[str, Choice] = {}
     size = _window(data, split, chosen.window, recipe, choices)
@@ -81,92 +86,231 @@ def train_classifier(
     else:
         pools = pools_for(size, chosen.n_components, "components")
     choices["pools"] = pools
-    stage_options, head_options = _stage_options(recipe, split)
     fewest, most = components_range(bands, pools.value[0] is not None)
+    embeddings = None
+    if recipe.model.uses_text:
+        embeddings = _embeddings(data.class_names, descriptions, class_embeddings, encoder)
     with ExitStack() as stack:
         folder = (
             Path(workdir)
             if workdir is not None
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="s3fn-train-")))
         )
-        stores = _prepare(
+        run = _TrainingPass(
             data,
             split,
-            folder / "windows",
+            recipe,
             size,
-            recipe.windows_per_image,
-            chosen.n_components,
-            recipe.variance,
+            pools.value,
             (fewest, most if recipe.preset.limit_components else bands),
-            chosen.seed,
+            embeddings,
+            resume=resume,
+            in_memory=in_memory,
+            verbose=verbose,
         )
-        readers = {
-            part: stack.enter_context(closing(WindowStore(store.path, in_memory=in_memory)))
-            for part, store in stores.items()
-        }
-        train, val = readers["train"], readers.get("val")
+        first = run.train(folder / "windows", folder / "checkpoints")
         if chosen.n_components is None:
-            choices["n_components"] = _components_choice(train.preprocessor, recipe.preset)
-        embeddings = None
-        if spec.uses_text:
-            embeddings = _embeddings(data.class_names, descriptions, class_embeddings, encoder)
-        seed_everything(chosen.seed)
-        net = spec.build(
-            ModelRequest(
-                in_bands=train.window_shape[0],
-                n_classes=len(data.class_names),
-                window=size,
-                pools=pools.value,
-                class_embeddings=embeddings,
-                channels=tuple(chosen.channels),
-                padding=chosen.padding,
-                spectral_branch=recipe.spectral_branch,
-                head_dim=chosen.head_dim,
-                temperature=recipe.temperature,
-                init_scale=recipe.init_scale,
-                prototypes=recipe.prototypes,
-                use_fused_ops=chosen.use_fused_ops,
-            )
-        )
-        histories, seconds = {}, {}
-        for stage in spec.stages:
-            result = fit(
-                net,
-                train,
-                val,
-                stage=stage,
-                options=stage_options if stage == "cnn" else head_options,
-                seed=chosen.seed,
-                device=chosen.device,
-                checkpoint_dir=folder / "checkpoints",
-                resume=resume,
-                verbose=verbose,
-            )
-            histories[stage] = result.history
-            seconds[stage] = round(result.seconds, 3)
-        preprocessor = train.preprocessor
+            choices["n_components"] = _components_choice(first.preprocessor, recipe.preset)
+        validation = None
+        if len(split.val):
+            network = run.classifier(first, {}).evaluate(data, split.val)
+            _, linear = linear_baseline(data, split.train, split.val)
+            scored = network.images if network.images is not None else network.windows
+            validation = {
+                "level": "image" if network.images is not None else "pixel",
+                "count": scored.total,
+                "network": scored.scalars(),
+                "linear": linear.scalars(),
+            }
+        final, refit = first, None
+        if chosen.refit and len(split.val):
+            final = run.refit(folder / "windows" / "refit", folder / "checkpoints" / "refit", first)
+            refit = {
+                "epochs": {stage: len(h) for stage, h in final.histories.items()},
+                "histories": final.histories,
+                "stage_seconds": final.seconds,
+            }
+    given, trained = _label_counts(data, split, final is not first)
     info = {
-        "model": spec.name,
+        "model": recipe.model.name,
         "preset": recipe.preset.name,
-        "stages": list(spec.stages),
-        "histories": histories,
-        "stage_seconds": seconds,
+        "stages": list(recipe.model.stages),
+        "histories": first.histories,
+        "stage_seconds": first.seconds,
+        "refit": refit,
         "choices": {k: {"value": _plain(c.value), "reason": c.reason} for k, c in choices.items()},
         "split_seed": split.seed,
         "train_size": len(split.train),
         "val_size": len(split.val),
+        "labels": _label_record(data.class_names, given, trained, "pixels" if scene else "images"),
+        "validation": validation,
     }
-    return Classifier(
-        net,
-        preprocessor,
-        data.class_names,
-        window=size,
-        voting=chosen.voting,
-        n_windows=recipe.windows_per_image,
-        mask_threshold=0.0 if scene else data.threshold,
-        seed=chosen.seed,
-        kind="scene" if scene else "object",
-        info=info,
+    logger.info(label_line(info["labels"]))
+    return run.classifier(final, info)
+
+
+@dataclass(frozen=True, eq=False)
+class _Trained:
+    """One pass's trained model, its preprocessing, and each stage's history and seconds."""
+
+    model: nn.Module
+    preprocessor: Preprocessor
+    histories: dict[str, list[dict[str, Any]]]
+    seconds: dict[str, float]
+    best_epochs: dict[str, int]
+
+
+@dataclass(frozen=True, eq=False)
+class _TrainingPass:
+    """Windows, a fresh model and its stages for one split: early-stopped on the validation
+    part, or refitted on train + validation for the epochs that run chose."""
+
+    data: ObjectDataset | SceneDataset
+    split: ObjectSplit | SceneSplit
+    recipe: Recipe
+    size: tuple[int, int]
+    pools: tuple[str | None, ...]
+    components: tuple[int, int]
+    embeddings: torch.Tensor | None
+    resume: bool
+    in_memory: bool
+    verbose: bool
+
+    def train(
+        self,
+        windows: Path,
+        checkpoints: Path,
+        *,
+        epochs: Mapping[str, int] | None = None,
+        n_components: int | None = None,
+        refit: bool = False,
+    ) -> _Trained:
+        """Cut the windows into `windows`, build the model and train its stages (for
+        `epochs[stage]` epochs where given), checkpointing into `checkpoints`."""
+        settings = self.recipe.settings
+        cnn, head = _stage_options(self.recipe, self.split)
+        options = {stage: cnn if stage == "cnn" else head for stage in self.recipe.model.stages}
+        for stage, count in (epochs or {}).items():
+            options[stage] = replace(options[stage], epochs=count)
+        with ExitStack() as stack:
+            stores = _prepare(
+                self.data,
+                self.split,
+                windows,
+                self.size,
+                self.recipe.windows_per_image,
+                n_components if n_components is not None else settings.n_components,
+                self.recipe.variance,
+                self.components,
+                settings.seed,
+                refit,
+            )
+            readers = {
+                part: stack.enter_context(
+                    closing(WindowStore(store.path, in_memory=self.in_memory))
+                )
+                for part, store in stores.items()
+            }
+            train, val = readers["train"], readers.get("val")
+            seed_everything(settings.seed)
+            net = self.recipe.model.build(self._request(train.window_shape[0]))
+            histories, seconds, best = {}, {}, {}
+            for stage in self.recipe.model.stages:
+                result = fit(
+                    net,
+                    train,
+                    val,
+                    stage=stage,
+                    options=options[stage],
+                    seed=settings.seed,
+                    device=settings.device,
+                    checkpoint_dir=checkpoints,
+                    resume=self.resume,
+                    verbose=self.verbose,
+                )
+                histories[stage] = result.history
+                seconds[stage] = round(result.seconds, 3)
+                best[stage] = result.best_epoch or result.epochs_run
+            return _Trained(net, train.preprocessor, histories, seconds, best)
+
+    def refit(self, windows: Path, checkpoints: Path, first: _Trained) -> _Trained:
+        """A fresh model trained on every label but the test part's, each stage for the
+        epochs early stopping chose in `first`, with the same PCA component count."""
+        return self.train(
+            windows,
+            checkpoints,
+            epochs=first.best_epochs,
+            n_components=first.preprocessor.n_components,
+            refit=True,
+        )
+
+    def classifier(self, trained: _Trained, info: Mapping[str, Any]) -> Classifier:
+        """The trained pass as a `Classifier` with this run's window and voting."""
+        scene = isinstance(self.data, SceneDataset)
+        return Classifier(
+            trained.model,
+            trained.preprocessor,
+            self.data.class_names,
+            window=self.size,
+            voting=self.recipe.settings.voting,
+            n_windows=self.recipe.windows_per_image,
+            mask_threshold=0.0 if scene else self.data.threshold,
+            seed=self.recipe.settings.seed,
+            kind="scene" if scene else "object",
+            info=info,
+        )
+
+    def _request(self, in_bands: int) -> ModelRequest:
+        settings = self.recipe.settings
+        return ModelRequest(
+            in_bands=in_bands,
+            n_classes=len(self.data.class_names),
+            window=self.size,
+            pools=self.pools,
+            class_embeddings=self.embeddings,
+            channels=tuple(settings.channels),
+            padding=settings.padding,
+            spectral_branch=self.recipe.spectral_branch,
+            head_dim=settings.head_dim,
+            temperature=self.recipe.temperature,
+            init_scale=self.recipe.init_scale,
+            prototypes=self.recipe.prototypes,
+            use_fused_ops=settings.use_fused_ops,
+        )
+
+
+def _label_counts(
+    data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit, refitted: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels given and labels the final model trained on, per class."""
+    k = len(data.class_names)
+    trained = split.final_training() if refitted else split.train
+    if isinstance(split, SceneSplit):
+        given = np.bincount(split.labels[split.labels > 0] - 1, minlength=k)
+        return given, np.bincount(split.labels[trained[:, 0], trained[:, 1]] - 1, minlength=k)
+    return np.bincount(split.labels, minlength=k), np.bincount(split.labels[trained], minlength=k)
+
+
+def _label_record(
+    class_names: Sequence[str], given: np.ndarray, trained: np.ndarray, unit: str
+) -> dict[str, Any]:
+    return {
+        "unit": unit,
+        "given": int(given.sum()),
+        "trained": int(trained.sum()),
+        "share": round(float(trained.sum() / max(given.sum(), 1)), 4),
+        "per_class": {
+            name: {"given": int(g), "trained": int(t)}
+            for name, g, t in zip(class_names, given, trained, strict=True)
+        },
+    }
+
+
+def label_line(record: Mapping[str, Any]) -> str:
+    """How many of the labels given trained the final model, in one line."""
+    return (
+        f"{record['trained']} of {record['given']} labelled {record['unit']} "
+        f"({record['share']:.0%}) trained the final model"
     )
 
 
@@ -264,6 +408,7 @@ def _prepare(
     variance: float,
     components_range: tuple[int, int],
     seed: int,
+    refit: bool,
 ) -> dict[str, WindowStore]:
     if isinstance(data, SceneDataset):
         return prepare_scene_stores(
@@ -273,6 +418,7 @@ def _prepare(
             n_components=n_components,
             variance=variance,
             components_range=components_range,
+            refit=refit,
         )
     return prepare_object_stores(
         data,
@@ -284,6 +430,7 @@ def _prepare(
         variance=variance,
         components_range=components_range,
         seed=seed,
+        refit=refit,
     )
 
 

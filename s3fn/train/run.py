@@ -14,30 +14,37 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from s3fn import process_group
-from s3fn.config import CONFIG_FILE, TrainConfig
+from s3fn.config import TrainConfig
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.defaults import Choice, make_split
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.opening import open_data
-from s3fn.data.split_files import SPLIT_FILE, load_split, split_to_dict
-from s3fn.evaluate.results import METRICS_FILE, scene_maps, score, summary_line, write_results
+from s3fn.data.split_files import load_split, split_to_dict
+from s3fn.data.splits import ObjectSplit, SceneSplit, with_test_labels
+from s3fn.evaluate.results import scene_maps, score, summary_line, write_results
 from s3fn.inference import RUN_BUNDLE_DIR, Classifier
+from s3fn.io import read_labels
 from s3fn.models.registry import get_model
 from s3fn.progress import CountingObjects, Progress, print_outputs
+from s3fn.run_folder import CONFIG_FILE, SPLIT_FILE
 from s3fn.semantics.class_embeddings import encode, load_embeddings, read_descriptions
 from s3fn.train.allocator import keep_freed_memory
-from s3fn.train.pipeline import train_classifier
+from s3fn.train.pipeline import label_line, train_classifier
 
 LOG_FILE, WINDOWS_DIR = "train.log", "windows"
+LINEAR = "linear pixel model"
+LOSS_MARGIN = 0.005  # OA below the linear model by more than this is worth a warning
 
 
 def class_embeddings(
@@ -94,10 +101,12 @@ def _train(
             data,
             train=config.train,
             val=config.val,
+            test=config.test,
             seed=config.seed,
             window=config.window,
             block_size=config.block_size,
         )
+    data, split = _scored_on_test_labels(config, data, split)
     with ExitStack() as stack:
         if writer:
             out.mkdir(parents=True, exist_ok=True)
@@ -143,41 +152,118 @@ def _finish(
     classifier.info["text_encoder"] = encoder
     bundle = classifier.save(out / RUN_BUNDLE_DIR)
     shutil.rmtree(out / WINDOWS_DIR, ignore_errors=True)  # a resume cuts them again
-    histories = classifier.info["histories"]
+    info = classifier.info
+    histories = info["histories"]
     epochs = ", ".join(f"{stage} {len(h)} epochs" for stage, h in histories.items())
     label = get_model(config.stage).label
+    if info.get("refit"):
+        refit = ", ".join(f"{stage} {n}" for stage, n in info["refit"]["epochs"].items())
+        epochs += f"; then refitted on training + validation: {refit} epochs"
     print(f"trained {label} ({epochs}, {seconds:.0f} s)")
+    notes = [label_line(info["labels"]) + "."]
+    print(notes[0])
+    comparison = validation_lines(info.get("validation"), label)
+    for line in comparison:
+        print(line)
+    if comparison:
+        notes += ["", "## Validation: the network beside a linear pixel model", "", *comparison]
+    warning = baseline_warning(info.get("validation"))
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+        notes += ["", f"**Warning.** {warning}"]
     extra = {
         "train_seconds": round(seconds, 1),
-        "stage_seconds": classifier.info.get("stage_seconds"),
+        "stage_seconds": info.get("stage_seconds"),
         "text_encoder": encoder,
+        "labels": info["labels"],
+        "validation": info.get("validation"),
+        "refit": None if not info.get("refit") else info["refit"]["epochs"],
     }
-    if len(test) == 0:
-        metrics = out / METRICS_FILE
-        record = {"scalars": None, "test": None, "histories": histories, **extra}
-        metrics.write_text(json.dumps(record, indent=2) + "\n")
-        print(
-            "no test part (the split left none): the bundle is not scored; "
-            "score it on other data with `s3fn evaluate`"
-        )
-        files = [metrics]
-    else:
+    evaluation = scene = None
+    if len(test):
         evaluation = score(classifier, data, test, progress)
         scene = scene_maps(classifier, data, progress) if isinstance(data, SceneDataset) else None
-        files = write_results(
-            out,
-            label,
-            evaluation,
-            title=f"s3fn train: {label} on {config.data}",
-            histories=histories,
-            config=config.to_dict(),
-            scene=scene,
-            extra=extra,
+    files = write_results(
+        out,
+        label,
+        evaluation,
+        title=f"s3fn train: {label} on {config.data}",
+        histories=histories,
+        config=config.to_dict(),
+        scene=scene,
+        extra=extra,
+        notes=notes,
+    )
+    if evaluation is None:
+        print(
+            "no test part (every label trained the model): the bundle is not scored; score it "
+            "on other labels with `s3fn evaluate RUN --labels FILE`, or hold out --test"
         )
+    else:
         print(f"test {summary_line(evaluation)}")
     written = [out / CONFIG_FILE, out / LOG_FILE, out / "checkpoints", bundle, *files]
     print_outputs(f"run folder {out}:", written)
     return written
+
+
+def validation_lines(validation: Mapping[str, Any] | None, label: str) -> list[str]:
+    """The network and the linear pixel model on the validation part, as a Markdown table."""
+    if not validation:
+        return []
+    rows = [
+        f"| {name} | {100 * scores['oa']:.2f} | {100 * scores['aa']:.2f} | "
+        f"{100 * scores['kappa']:.2f} |"
+        for name, scores in ((label, validation["network"]), (LINEAR, validation["linear"]))
+    ]
+    level = validation["level"]
+    return [
+        f"Scored on the {validation['count']} validation {level}s, before the refit (the model "
+        "saved has trained on them too):",
+        "",
+        f"| model ({level} level) | OA | AA | kappa |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+
+
+def baseline_warning(validation: Mapping[str, Any] | None) -> str | None:
+    """What to say when the network scores below the linear pixel model on validation."""
+    if not validation:
+        return None
+    network, linear = validation["network"]["oa"], validation["linear"]["oa"]
+    if network >= linear - LOSS_MARGIN:
+        return None
+    return (
+        f"the network scores below a linear pixel model on the validation part "
+        f"(OA {100 * network:.2f} against {100 * linear:.2f}): its spatial context does not "
+        "help on these labels; try a smaller --window, --stage spectral-mean, or labels that "
+        "cover more of the scene's variety"
+    )
+
+
+def _scored_on_test_labels(
+    config: TrainConfig, data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit
+) -> tuple[ObjectDataset | SceneDataset, ObjectSplit | SceneSplit]:
+    """The data and split with the test part taken from --test-labels, where given: the
+    scene's label map then holds the test labels too."""
+    saved = isinstance(split, SceneSplit) and split.test_labels is not None
+    if config.test_labels is None:
+        if saved:
+            raise S3FNDataError(
+                f"{config.split}: its test part came from {split.test_labels}; pass "
+                f"--test-labels {split.test_labels} again"
+            )
+        return data, split
+    if not isinstance(data, SceneDataset):
+        raise S3FNDataError(
+            f"--test-labels {config.test_labels}: a label map scores a scene; to score object "
+            "images apart, use `s3fn evaluate RUN --data FOLDER`"
+        )
+    if config.test:
+        raise S3FNDataError("pass --test or --test-labels, not both")
+    labels = read_labels(config.test_labels, key=config.labels_key)
+    split = with_test_labels(split, labels, config.test_labels)
+    return SceneDataset(data.cube, split.labels, data.class_names, name=data.name), split
 
 
 def _record_choices(

@@ -45,6 +45,12 @@ class TrainSettings:
     )
     variance: float | None = option(None, "PCA variance kept (default: the preset's)", (int, float))
     seed: int = option(0, "seed of the split, the windows and the training", int)
+    refit: bool = option(
+        True,
+        "after early stopping has chosen each stage's epochs, train again on training + "
+        "validation for that many epochs",
+        bool,
+    )
     epochs: int | None = option(None, "maximum epochs of the CNN stage", int)
     semantic_epochs: int | None = option(None, "maximum epochs of the semantic/joint stage", int)
     patience: int | None = option(None, "early-stopping patience in epochs", int)

@@ -1,0 +1,161 @@
+"""Every labelled pixel counts: validation-only splits with buffers only where a window reaches
+a held-out pixel, a refit on train + validation, the label counts a run records, the linear
+pixel model beside the network, and scoring a run on separate labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s3fn.data import S3FNDataError
+from s3fn.data.splits import split_objects, split_scene, with_test_labels
+from s3fn.data.windows import window_sums
+from s3fn.train.baseline import C, LinearPixelModel
+from tests.cli_helpers import s3fn
+
+NAMES = ["a", "b", "c"]
+
+
+def fields(size: int = 48, seed: int = 0) -> np.ndarray:
+    """A label map of three vertical fields, most pixels labelled."""
+    rng = np.random.default_rng(seed)
+    labels = np.minimum(np.arange(size)[None, :] * 3 // size, 2).repeat(size, axis=0) + 1
+    return np.where(rng.random((size, size)) < 0.8, labels, 0)
+
+
+def test_the_default_scene_split_holds_out_validation_only_and_trains_every_clear_label():
+    labels = fields()
+    split = split_scene(labels, NAMES, 5, block_size=8, seed=1)
+    assert len(split.test) == 0 and len(split.val) > 0
+    held = np.zeros(labels.shape, dtype=bool)
+    held[split.val[:, 0], split.val[:, 1]] = True
+    clear = window_sums(held, (5, 5), centred=True) == 0
+    expected = np.argwhere((labels > 0) & ~held & clear)
+    np.testing.assert_array_equal(split.train, expected)  # no label dropped that need not be
+    assert len(split.final_training()) == (labels > 0).sum()  # the refit trains on all
+
+
+def test_a_test_part_only_when_asked_and_the_old_fractions_keep_their_meaning():
+    labels = fields()
+    asked = split_scene(labels, NAMES, 5, test=0.2, block_size=8, seed=1)
+    old = split_scene(labels, NAMES, 5, train=0.6, val=0.2, block_size=8, seed=1)
+    assert len(asked.test) > 0 and asked.fractions == (0.2, 0.2) == old.fractions
+    with pytest.raises(S3FNDataError, match="something left to train on"):
+        split_scene(labels, NAMES, 5, val=0.5, test=0.5)
+    image_labels = np.repeat(np.arange(3), 10)
+    objects = split_objects(image_labels, NAMES, val=2, seed=0)
+    assert (len(objects.train), len(objects.val), len(objects.test)) == (24, 6, 0)
+    legacy = split_objects(image_labels, NAMES, train=5, val=2, seed=0)
+    assert (len(legacy.train), len(legacy.val), len(legacy.test)) == (15, 6, 9)
+    np.testing.assert_array_equal(
+        objects.final_training(), np.sort(np.concatenate([objects.train, objects.val]))
+    )
+
+
+def test_the_final_training_part_is_every_label_clear_of_the_test_part():
+    labels = fields()
+    split = split_scene(labels, NAMES, 5, test=0.2, block_size=8, seed=2)
+    final = split.final_training()
+    tested = np.zeros(labels.shape, dtype=bool)
+    tested[split.test[:, 0], split.test[:, 1]] = True
+    reach = window_sums(tested, (5, 5), centred=True)[final[:, 0], final[:, 1]]
+    assert (reach == 0).all() and not tested[final[:, 0], final[:, 1]].any()
+    as_set = {tuple(p) for p in final}
+    assert {tuple(p) for p in np.concatenate([split.train, split.val])} <= as_set
+    assert len(final) > len(split.train) + len(split.val)  # the validation buffer too
+
+
+def test_separate_test_labels_become_the_test_part_with_their_buffer():
+    labels = fields()
+    test_map = np.zeros_like(labels)
+    test_map[:, 40:] = 3
+    split = with_test_labels(split_scene(labels, NAMES, 5, block_size=8), test_map, "east.npy")
+    assert len(split.test) == 48 * 8 and (split.part_labels("test") == 2).all()
+    assert split.train[:, 1].max() < 40 - 2  # no training window reaches column 40
+    with pytest.raises(S3FNDataError, match=r"east\.npy: test label map of shape \(3, 3\)"):
+        with_test_labels(split, np.ones((3, 3), int), "east.npy")
+    with pytest.raises(S3FNDataError, match=r"east\.npy: no labelled pixel to score"):
+        with_test_labels(split, np.zeros_like(labels), "east.npy")
+
+
+def test_the_linear_pixel_model_reaches_the_optimum_of_its_objective():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(size=(300, 8)) + y[:, None] * np.linspace(0.5, 2.0, 8) + 5.0
+    model = LinearPixelModel.fit(x, y, 3)
+    z = torch.from_numpy((x - model.mean) / model.scale)
+    weight = torch.from_numpy(model.weight).requires_grad_(True)
+    bias = torch.from_numpy(model.bias).requires_grad_(True)
+    loss = F.cross_entropy(z @ weight.T + bias, torch.from_numpy(y))
+    loss = loss + weight.square().sum() / (2 * C * len(y))
+    loss.backward()
+    assert float(weight.grad.abs().max()) < 1e-5 and float(bias.grad.abs().max()) < 1e-5
+    probabilities = model.probabilities(x)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    assert (probabilities.argmax(axis=1) == y).mean() > 0.9
+
+
+def one_sided_scene(folder: Path) -> tuple[Path, Path, Path]:
+    """A 40 x 40 scene of three fields labelled on its west side, and its east side's labels."""
+    rng = np.random.default_rng(3)
+    field = np.minimum(np.arange(40)[:, None] * 3 // 40, 2).repeat(40, axis=1)
+    spectra = rng.uniform(0.1, 0.9, (3, 12))
+    cube = spectra[field] * rng.uniform(0.9, 1.1, (40, 40, 1)) + 0.02 * rng.normal(
+        size=(40, 40, 12)
+    )
+    labels = field + 1
+    west, east = np.where(np.arange(40) < 18, labels, 0), np.where(np.arange(40) >= 22, labels, 0)
+    folder.mkdir()
+    paths = folder / "cube.npy", folder / "west.npy", folder / "east.npy"
+    for path, array in zip(paths, (cube.astype(np.float32), west, east), strict=True):
+        np.save(path, array)
+    return paths
+
+
+def test_a_scene_labelled_on_one_side_trains_on_its_labels_and_reports_the_baseline(tmp_path):
+    cube, west, east = one_sided_scene(tmp_path / "scene")
+    run = tmp_path / "run"
+    args = ["--labels", str(west), "--classes", *NAMES, "--stage", "cnn", "--epochs", "2"]
+    args += ["--channels", "2", "4", "4", "--quiet"]
+    done = s3fn("train", "--data", str(cube), *args, "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    labels = metrics["labels"]
+    assert labels["given"] == int((np.load(west) > 0).sum())
+    assert labels["trained"] >= 0.85 * labels["given"]
+    assert f"{labels['trained']} of {labels['given']} labelled pixels" in done.stdout
+    assert "trained the final model" in (run / "train.log").read_text()
+    assert set(metrics["validation"]) >= {"network", "linear"} and metrics["refit"]
+    report = (run / "report.md").read_text()
+    assert "| linear pixel model |" in report and "| 3D-CNN |" in report
+    assert metrics["scalars"] is None  # no test part asked for
+
+    missing = s3fn("evaluate", str(run), "--quiet")
+    assert missing.returncode == 1
+    assert "the run holds no test part" in missing.stderr and "--labels FILE" in missing.stderr
+    scored = s3fn("evaluate", str(run), "--labels", str(east), "--quiet")
+    assert scored.returncode == 0, scored.stderr
+    evaluation = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert evaluation["window"]["total"] == int((np.load(east) > 0).sum())
+    assert evaluation["part"] == "all"
+
+
+def test_test_labels_are_scored_and_never_trained(tmp_path):
+    cube, west, east = one_sided_scene(tmp_path / "scene")
+    run = tmp_path / "run"
+    args = ["--labels", str(west), "--test-labels", str(east), "--classes", *NAMES]
+    args += ["--stage", "spectral-mean", "--epochs", "2", "--quiet"]
+    done = s3fn("train", "--data", str(cube), *args, "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["test"]) == int((np.load(east) > 0).sum())
+    assert split["test_labels"] == str(east)
+    assert "test pixel-level OA" in done.stdout
+    again = s3fn("evaluate", str(run), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "evaluation" / "metrics.json").read_text())["part"] == "test"
