@@ -164,14 +164,15 @@ def split_objects(
 def held_out_fractions(train: float | None, val: float, test: float | None) -> tuple[float, float]:
     """(validation, test) fractions of a scene split: `test` None means none, or, where `train`
     is given, what train and validation leave over."""
-    if test is None:
-        test = 0.0 if train is None else 1.0 - train - val
-    if (train is not None and train <= 0) or val < 0 or test < -1e-9 or val + test >= 1.0:
+    held_test = test
+    if held_test is None:
+        held_test = 0.0 if train is None else 1.0 - train - val
+    if (train is not None and train <= 0) or val < 0 or held_test < -1e-9 or val + held_test >= 1:
         raise S3FNDataError(
             f"train={train!r}, val={val!r}, test={test!r}: expected train > 0, val >= 0, "
             "test >= 0 and something left to train on"
         )
-    return float(val), max(0.0, float(test))
+    return float(val), max(0.0, float(held_test))
 
 
 def split_scene(
