@@ -1,9 +1,10 @@
 """The CUDA kernels' logic, run where no GPU is: each csrc/cuda/*.cu is compiled for the host
 with tests/cuda_emulation/prelude.h (blocks run one after another on std::threads that share
-the block's memory and meet at real barriers) and checked against float64 PyTorch, outputs
-poisoned before each call. It does not replace a run on a GPU (timing, races between blocks
-and the hardware's own arithmetic are not emulated), but it catches wrong indexing, missed
-writes and broken reductions in CI.
+the block's memory and meet at real barriers), an op's files are linked into one library with
+its driver, as nvcc's objects are into the extension, and the kernels are checked against
+float64 PyTorch, outputs poisoned before each call. It does not replace a run on a GPU (timing,
+races between blocks and the hardware's own arithmetic are not emulated), but it catches wrong
+indexing, missed writes and broken reductions in CI.
 """
 
 from __future__ import annotations
@@ -37,14 +38,19 @@ def emulated_source(cu_file: Path) -> str:
     return '#include "prelude.h"\n' + src
 
 
-def build(cu_name: str, driver: str, workdir: Path) -> ctypes.CDLL:
+def build(op: str, driver: str, workdir: Path) -> ctypes.CDLL:
+    """The op's csrc/cuda/<op>*.cu, each emulated and compiled on its own, linked with driver."""
     gxx = shutil.which("g++")
     cuda_include = find_cuda_include(find_nvcc())
     if gxx is None or cuda_include is None:
         pytest.skip("needs g++ and the CUDA headers (cuda_fp16.h); set CUDA_HOME")
-    out = workdir / cu_name
+    sources = sorted(CUDA_SRC.glob(f"{op}*.cu"))
+    assert sources, f"no csrc/cuda/{op}*.cu"
+    out = workdir / op
     out.mkdir()
-    (out / "emulated.cpp").write_text(emulated_source(CUDA_SRC / cu_name))
+    emulated = [out / f"{cu.stem}.cpp" for cu in sources]
+    for cu, cpp in zip(sources, emulated, strict=True):
+        cpp.write_text(emulated_source(cu))
     lib = out / "lib.so"
     cmd = [
         gxx,
@@ -55,8 +61,8 @@ def build(cu_name: str, driver: str, workdir: Path) -> ctypes.CDLL:
         f"-I{cuda_include}",
         f"-I{CUDA_SRC}",
         f"-I{EMULATION}",
-        f"-I{out}",
         str(EMULATION / driver),
+        *map(str, emulated),
         "-o",
         str(lib),
         "-lpthread",
@@ -68,14 +74,14 @@ def build(cu_name: str, driver: str, workdir: Path) -> ctypes.CDLL:
 
 @pytest.fixture(scope="module")
 def conv_lib(tmp_path_factory) -> ctypes.CDLL:
-    lib = build("conv3d_block.cu", "conv_driver.cpp", tmp_path_factory.mktemp("emu"))
+    lib = build("conv3d_block", "conv_driver.cpp", tmp_path_factory.mktemp("emu"))
     lib.conv_ws.restype = ctypes.c_size_t
     return lib
 
 
 @pytest.fixture(scope="module")
 def cos_lib(tmp_path_factory) -> ctypes.CDLL:
-    lib = build("cosine_alignment.cu", "cosine_driver.cpp", tmp_path_factory.mktemp("emu"))
+    lib = build("cosine_alignment", "cosine_driver.cpp", tmp_path_factory.mktemp("emu"))
     lib.loss_ws.restype = ctypes.c_size_t
     lib.bwd_ws.restype = ctypes.c_size_t
     return lib

@@ -1,6 +1,7 @@
 // CPU kernels of conv3d_block and conv3d_block_backward: argument checks,
 // output allocation, dtype and instruction-set dispatch. The compute lives in
-// conv3d_block_kernels.h (see the layout notes there).
+// conv3d_block_kernels.h and its parts in conv3d_block/ (see the layout notes
+// there).
 //
 // The extension is built without -march, so the kernels are compiled three
 // times on x86-64 with GCC (baseline SSE2, AVX2+FMA, AVX-512) and the widest

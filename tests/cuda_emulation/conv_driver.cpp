@@ -1,6 +1,9 @@
-// C entry points to the emulated conv3d_block kernels (csrc/cuda/conv3d_block.cu,
-// rewritten into emulated.cpp by tests/test_cuda_emulated.py), called through ctypes.
-#include "emulated.cpp"
+// C entry points to the emulated conv3d_block kernels (csrc/cuda/conv3d_block*.cu, each
+// rewritten and compiled by tests/test_cuda_emulated.py, then linked with this file),
+// called through ctypes.
+#include "prelude.h"
+
+#include "conv3d_block.h"
 
 using namespace s3fn::cuda;
 

@@ -1,6 +1,9 @@
-// C entry points to the emulated cosine kernels (csrc/cuda/cosine_alignment.cu,
-// rewritten into emulated.cpp by tests/test_cuda_emulated.py), called through ctypes.
-#include "emulated.cpp"
+// C entry points to the emulated cosine kernels (csrc/cuda/cosine_alignment*.cu, each
+// rewritten and compiled by tests/test_cuda_emulated.py, then linked with this file),
+// called through ctypes.
+#include "prelude.h"
+
+#include "cosine_alignment.h"
 
 using namespace s3fn::cuda;
 
