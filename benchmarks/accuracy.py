@@ -39,7 +39,10 @@ from benchmarks.accuracy_plan import (
     METHODS,
     OBJECT_TRAIN,
     OBJECT_VAL,
+    PROTOCOLS,
     QUICK,
+    REGION_SIDE,
+    SCENE_TRAIN,
     SEMANTIC_METHODS,
     SEMANTIC_TRAIN,
     plan,
@@ -90,6 +93,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=int,
         help=f"training images per class of the semantics study (default {SEMANTIC_TRAIN})",
+    )
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        choices=PROTOCOLS,
+        help="how scenes are labelled and scored (default: all; objects always hold out images)",
     )
     parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default {DEFAULT_SEEDS})")
     parser.add_argument("--quick", action="store_true", help="a ~5-minute check (see QUICK)")
@@ -159,11 +168,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = suite.prepare(chosen.datasets)
     defaults = TrainConfig()
     sizes = {
-        name: [
-            (float(c), float(OBJECT_VAL))
-            if suite.datasets[name].kind == OBJECT_KIND
-            else (float(defaults.train), float(defaults.val))
-            for c in chosen.counts
+        name: [(float(c), float(OBJECT_VAL), "blocks") for c in chosen.counts]
+        if suite.datasets[name].kind == OBJECT_KIND
+        else [
+            (SCENE_TRAIN, float(defaults.val), "blocks")
+            if protocol == "blocks"
+            else (None, float(defaults.val), protocol)
+            for protocol in chosen.protocols
         ]
         for name in names
     }
@@ -183,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seeds": chosen.seeds,
         "object_train": list(chosen.counts) if args.semantics else OBJECT_TRAIN,
         "object_val": OBJECT_VAL,
-        "scene_train": defaults.train,
+        "scene_train": SCENE_TRAIN,
         "scene_val": defaults.val,
+        "protocols": list(chosen.protocols),
+        "region_side": REGION_SIDE,
         "overrides": overrides,
         "split_reused": "split" in suite.fields,
         "mixed_fraction": MIXED_FRACTION,

@@ -5,7 +5,10 @@
   spectral library, stored as raw-looking uint16 ENVI images (reflectance x 10000, no scale
   factor) with the water-absorption bands that the library lacks put back as noisy, near-zero
   bands, and one mask file per image (the background is dim but not zero);
-- the real scenes of `shared/data/real` (Samson, Jasper Ridge, Moffett) as .npy cube + label map.
+- the real scenes of `shared/data/real` (Samson, Jasper Ridge, Moffett) as .npy cube + label map;
+- "crop-fields": a simulated canopy scene whose five crop states are spectrally close, in
+  fields that each have their own gain, offset and soil mixing, so that a model trained on
+  some fields meets others that look a little different.
 
 Everything is written once into a cache folder outside the repository and is deterministic
 from its seed.
@@ -36,6 +39,7 @@ REAL_SCENES = {
 }
 REAL_LABELS_KEY = "labels_pure0p6"
 REAL_DESCRIPTIONS = Path(__file__).parent / "descriptions" / "real_scenes.yaml"
+FIELD_DESCRIPTIONS = Path(__file__).parent / "descriptions" / "crop_fields.yaml"
 DEFAULT_REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 SMALL_CLASSES = ("soil", "plant litter", "wood", "composition shingle")
@@ -189,6 +193,78 @@ def small_objects_data(cache: Path, *, seed: int = 0) -> BenchData:
     """The small-objects dataset (written into `cache` on first use)."""
     folder = write_small_objects(cache / f"small-objects-v{SMALL_VERSION}-seed{seed}", seed=seed)
     return BenchData("small-objects", OBJECT_KIND, str(folder), "bundled:materials")
+
+
+FIELD_CLASSES = ("crop state 1", "crop state 2", "crop state 3", "crop state 4", "crop state 5")
+FIELD_SCENE_SIZE = 96
+FIELD_SIDE = (12, 20)  # field side range in pixels
+FIELD_GAIN = (0.85, 1.15)  # illumination / sensor gain of a field
+FIELD_OFFSET = 0.02  # +- additive offset of a field (path radiance, calibration)
+FIELD_SOIL = (0.0, 0.35)  # soil fraction of a field's pixels (canopy cover)
+FIELD_NOISE = 0.005
+FIELD_VERSION = 1
+
+
+def field_scene(
+    library: SpectralLibrary, rng: np.random.Generator, size: int = FIELD_SCENE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(size x size x B reflectance, size x size labels 1..5, 0 on field borders and roads).
+
+    The five classes are the quintiles of the library's canopy spectra ordered by their red-edge
+    NDVI, so neighbouring classes differ subtly; each pixel is a random canopy of its class.
+    Fields tile the scene in rows of random widths; each field draws its class, a gain, an
+    offset and a mean soil fraction (its pixels vary around it), which is the field-to-field
+    variation a model must carry across regions."""
+    canopy = library.spectra["green vegetation"]
+    soil = library.spectra["soil"]
+    wavelengths = library.wavelengths
+    red = np.argmin(np.abs(wavelengths - 705.0))
+    nir = np.argmin(np.abs(wavelengths - 750.0))
+    index = (canopy[:, nir] - canopy[:, red]) / (canopy[:, nir] + canopy[:, red])
+    groups = np.array_split(np.argsort(index), len(FIELD_CLASSES))
+    cube = np.zeros((size, size, len(wavelengths)))
+    labels = np.zeros((size, size), dtype=np.uint8)
+    row = 0
+    while row < size:
+        height = int(rng.integers(*FIELD_SIDE))
+        col = 0
+        while col < size:
+            width = int(rng.integers(*FIELD_SIDE))
+            rows, cols = slice(row, min(size, row + height)), slice(col, min(size, col + width))
+            shape = (rows.stop - rows.start, cols.stop - cols.start)
+            k = int(rng.integers(len(FIELD_CLASSES)))
+            pixels = canopy[rng.choice(groups[k], shape)]
+            fraction = np.clip(rng.uniform(*FIELD_SOIL) + 0.05 * rng.standard_normal(shape), 0, 1)
+            background = soil[rng.integers(len(soil))]
+            mixed = (1 - fraction[..., None]) * pixels + fraction[..., None] * background
+            gain, offset = rng.uniform(*FIELD_GAIN), rng.uniform(-FIELD_OFFSET, FIELD_OFFSET)
+            cube[rows, cols] = gain * mixed + offset
+            labels[rows.start + 1 : rows.stop - 1, cols.start + 1 : cols.stop - 1] = k + 1
+            col += width
+        row += height
+    cube += FIELD_NOISE * rng.standard_normal(cube.shape)
+    return cube.astype(np.float32), labels
+
+
+def crop_fields_data(cache: Path, *, seed: int = 0) -> BenchData:
+    """The crop-fields scene (written into `cache` on first use) as .npy cube + label map."""
+    folder = cache / f"crop-fields-v{FIELD_VERSION}-seed{seed}"
+    cube_path, labels_path = folder / "cube.npy", folder / "labels.npy"
+    if not (folder / _COMPLETE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        cube, labels = field_scene(load_library(), np.random.default_rng(seed))
+        np.save(cube_path, cube)
+        np.save(labels_path, labels)
+        info = {"seed": seed, "version": FIELD_VERSION, "classes": list(FIELD_CLASSES)}
+        (folder / _COMPLETE).write_text(json.dumps(info, indent=2) + "\n")
+    return BenchData(
+        "crop-fields",
+        SCENE_KIND,
+        str(cube_path),
+        str(FIELD_DESCRIPTIONS),
+        str(labels_path),
+        FIELD_CLASSES,
+    )
 
 
 def write_real_scene(npz: Path, folder: Path) -> tuple[Path, Path, tuple[str, ...]]:

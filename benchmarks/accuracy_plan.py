@@ -13,7 +13,15 @@ from typing import Any
 
 from benchmarks.description_corruption import CORRUPTIONS
 
-DATASETS = ("materials", "small-objects", "materials-scene", "samson", "jasper-ridge", "moffett")
+DATASETS = (
+    "materials",
+    "small-objects",
+    "materials-scene",
+    "crop-fields",
+    "samson",
+    "jasper-ridge",
+    "moffett",
+)
 OBJECT_DATASETS = ("materials", "small-objects")
 METHODS = ("default", "paper", "cnn", "linear", "svm")
 # Other ways the text can shape learning, beside the default's read-out.
@@ -51,7 +59,15 @@ SEMANTIC_LABELS = {**LABELS, "default": "S3FN"}
 OBJECT_TRAIN, OBJECT_VAL = 5, 2
 SEMANTIC_TRAIN = (3, 5, 10)
 DEFAULT_SEEDS = 5
-CELL_VERSION = 1  # part of every cache key: raise it when a cell comes to mean something else
+# 2: label-efficient splits, the refit on train + validation, and the region-shift protocols.
+CELL_VERSION = 2  # part of every cache key: raise it when a cell comes to mean something else
+# How a scene is labelled and scored: "blocks" holds out random spatial blocks as the test part
+# (train / validation / test 0.6 / 0.2 / 0.2); "west" and "north" label one side of the scene
+# (the west or north REGION_SIDE of its columns or rows) and score the other side, half a window
+# away, as a user who walked some fields maps the rest.
+PROTOCOLS = ("blocks", "west", "north")
+REGION_SIDE = 0.45
+SCENE_TRAIN = 0.6  # the blocks protocol's training fraction: validation 0.2, the rest tested
 
 
 @dataclass(frozen=True)
@@ -88,8 +104,9 @@ class Cell:
     dataset: str
     method: str
     seed: int
-    train: float
+    train: float | None
     val: float
+    protocol: str = "blocks"
 
     def recipe(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that decides this cell's result, as hashed into its cache key."""
@@ -99,7 +116,11 @@ class Cell:
         """The cell's file and run-folder name: readable fields and a hash of the recipe."""
         text = json.dumps(self.recipe(overrides), sort_keys=True)
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-        return f"{self.dataset}-{self.method}-t{self.train:g}-v{self.val:g}-s{self.seed}-{digest}"
+        train = "rest" if self.train is None else f"{self.train:g}"
+        return (
+            f"{self.dataset}-{self.protocol}-{self.method}-t{train}-v{self.val:g}-s{self.seed}-"
+            f"{digest}"
+        )
 
     def default_cell(self) -> Cell:
         """The `default` cell of the same dataset, training size and seed: its split is ours."""
@@ -116,6 +137,7 @@ class Selection:
     counts: tuple[int, ...]
     seeds: int
     skipped: dict[str, str]
+    protocols: tuple[str, ...] = ("blocks",)
 
 
 def select(args: argparse.Namespace) -> Selection:
@@ -124,7 +146,8 @@ def select(args: argparse.Namespace) -> Selection:
     if not args.semantics:
         wanted = args.datasets or (QUICK.datasets if args.quick else DATASETS)
         methods = ["default", *[m for m in args.methods or METHODS if m != "default"]]
-        return Selection("accuracy", list(wanted), methods, (OBJECT_TRAIN,), seeds, {})
+        protocols = tuple(args.protocols or PROTOCOLS)
+        return Selection("accuracy", list(wanted), methods, (OBJECT_TRAIN,), seeds, {}, protocols)
     wanted = args.datasets or (QUICK.semantic_datasets if args.quick else OBJECT_DATASETS)
     why = "the semantics study uses the object datasets only"
     counts = args.counts or (QUICK.semantic_train if args.quick else SEMANTIC_TRAIN)
@@ -142,14 +165,15 @@ def plan(
     datasets: Sequence[str],
     methods: Sequence[str],
     seeds: int,
-    sizes: Mapping[str, Sequence[tuple[float, float]]],
+    sizes: Mapping[str, Sequence[tuple[float | None, float, str]]],
 ) -> list[Cell]:
-    """The cells in run order: per dataset, training size and seed, `default` first."""
+    """The cells in run order: per dataset, (training size, validation, protocol) and seed,
+    `default` first."""
     ordered = ["default", *[m for m in methods if m != "default"]]
     return [
-        Cell(dataset, method, seed, train, val)
+        Cell(dataset, method, seed, train, val, protocol)
         for dataset in datasets
-        for train, val in sizes[dataset]
+        for train, val, protocol in sizes[dataset]
         for seed in range(seeds)
         for method in ordered
     ]

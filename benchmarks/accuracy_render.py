@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from benchmarks.accuracy_plan import LABELS, SEMANTIC_LABELS
-from benchmarks.accuracy_stats import CONFIDENCE, summaries_and_pairs
+from benchmarks.accuracy_stats import CONFIDENCE, protocol_verdicts, summaries_and_pairs
 from benchmarks.description_corruption import MIXED_FRACTION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,10 +66,10 @@ def render(
     with_train: bool,
 ) -> tuple[str, str]:
     """(summary table, paired-difference table) in Markdown."""
-    first = ["dataset", *(["train / class"] if with_train else []), "method"]
+    first = ["dataset", "train / class" if with_train else "protocol", "method"]
     rows, pair_rows = [], []
     for group in groups:
-        where = [group["dataset"], *([f"{group['train']:g}"] if with_train else [])]
+        where = [group["dataset"], f"{group['train']:g}" if with_train else group["protocol"]]
         for method, s in group["methods"].items():
             seeds = str(len(s["seeds"]))
             if s["failed"] or s["unavailable"]:
@@ -162,11 +162,27 @@ def section(
         lines += [
             f"Objects: {settings['object_train']} training and {settings['object_val']} "
             "validation images per class, the rest tested, scored per image (networks: vote of "
-            "their windows; linear / SVM: the image's mean spectrum). Scenes: the package's "
-            f"spatially disjoint split (train {settings['scene_train']:g}, validation "
-            f"{settings['scene_val']:g} of the labelled pixels), scored per test pixel. All "
-            "methods of a (dataset, seed) use the split.json of its `default` run.",
+            "their windows; linear / SVM: the image's mean spectrum). Scenes, by protocol: "
+            f"`blocks` holds out random spatial blocks (train {settings['scene_train']:g}, "
+            f"validation {settings['scene_val']:g}, the rest tested); `west` and `north` label "
+            f"the west (north) {settings.get('region_side', 0.45):.0%} of the columns (rows) "
+            "and score the other side, from half a window beyond it on, as a user who labelled "
+            "the fields they walked maps the rest (the networks: `s3fn train --labels SIDE "
+            "--test-labels OTHER_SIDE` with default options, which hold out 20 % of the "
+            "labelled side for validation and refit on all of it). Scored per pixel. The "
+            "networks of a (dataset, protocol, seed) share the split.json of its `default` "
+            "run; linear / SVM train on the labels the default's final model trained on.",
         ]
+        verdicts = protocol_verdicts(groups, "linear")
+        if verdicts:
+            lines += ["", f"{labels['default']} against {labels['linear']}, by protocol:", ""]
+            for protocol, entry in verdicts.items():
+                behind = ", ".join(entry["behind"]) or "none"
+                lines.append(
+                    f"- `{protocol}`: mean paired OA difference averaged over the datasets "
+                    f"{100 * entry['average']:+.2f} points; datasets where the default is "
+                    f"behind by more than one standard deviation or 0.5 points: {behind}."
+                )
     lines += [""]
     lines += [
         f"Mean ± sample standard deviation over seeds ({settings['seeds']} asked). Train time: "
@@ -182,7 +198,7 @@ def section(
     ]
     notes = [f"- {name}: skipped, {why}" for name, why in settings["skipped"].items()]
     notes += [
-        f"- {r['dataset']} / {r['method']} / train {r['train']:g} / seed {r['seed']}: "
+        f"- {r['dataset']} / {r.get('protocol', 'blocks')} / {r['method']} / seed {r['seed']}: "
         f"{r['status']}, {r['reason'][:300]}"
         for r in settings["not_ok"]
     ]
@@ -202,7 +218,10 @@ def write_outputs(
     groups = summaries_and_pairs(results)
     info = machine()
     settings["not_ok"] = [
-        {k: r[k] for k in ("dataset", "method", "train", "seed", "status", "reason")}
+        {
+            k: r.get(k)
+            for k in ("dataset", "protocol", "method", "train", "seed", "status", "reason")
+        }
         for r in results
         if r["status"] != "ok"
     ]

@@ -1,5 +1,6 @@
 """The accuracy suite's runner: each cell trained through `train_run` (or fitted as a
-scikit-learn baseline) on the split of its `default` run, cached as JSON under the work folder."""
+scikit-learn baseline) on the split of its `default` run, or on one side of a scene and scored
+on the other, cached as JSON under the work folder."""
 
 from __future__ import annotations
 
@@ -22,15 +23,18 @@ from benchmarks.accuracy_data import (
     REAL_SCENES,
     BenchData,
     builtin_data,
+    crop_fields_data,
     real_scene_data,
     small_objects_data,
 )
-from benchmarks.accuracy_plan import SKLEARN_METHODS, TRAIN_CHANGES, Cell
+from benchmarks.accuracy_plan import REGION_SIDE, SKLEARN_METHODS, TRAIN_CHANGES, Cell
 from benchmarks.description_corruption import CORRUPTIONS, corrupt
-from benchmarks.sklearn_baselines import fit_linear, fit_svm, object_spectra, split_samples
+from benchmarks.sklearn_baselines import fit_linear, fit_svm, object_spectra, samples_of
 from s3fn.config import TrainConfig, option_fields
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.defaults import scene_window
 from s3fn.data.opening import open_data
+from s3fn.data.split_files import load_split
 from s3fn.evaluate import Report
 from s3fn.inference import RUN_BUNDLE_DIR
 from s3fn.progress import Progress
@@ -90,6 +94,8 @@ class Suite:
                     print(f"skip {name}: {self.skipped[name]}", flush=True)
             elif name == "small-objects":
                 self.datasets[name] = small_objects_data(cache)
+            elif name == "crop-fields":
+                self.datasets[name] = crop_fields_data(cache)
             else:
                 self.datasets[name] = builtin_data(name)
         return [n for n in names if n in self.datasets]
@@ -121,7 +127,7 @@ class Suite:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(result, indent=2) + "\n")
             results.append(result)
-            size = f" / train {cell.train:g}" if with_train else ""
+            size = f" / train {cell.train:g}" if with_train else f" / {cell.protocol}"
             where = f"{cell.dataset}{size} / {cell.method} / seed {cell.seed}"
             if result["status"] == "ok":
                 note = " (cached)" if cached else ""
@@ -181,6 +187,24 @@ class Suite:
             )
         return self._opened[name]
 
+    def region_maps(self, cell: Cell) -> tuple[Path, Path]:
+        """(labels of the side a user labels, labels of the side scored) of a region cell, as
+        .npy label maps: REGION_SIDE of the columns (west) or rows (north), and the other side
+        from half the default window beyond it on."""
+        folder = self.work / "regions" / cell.dataset
+        paths = folder / f"{cell.protocol}-labelled.npy", folder / f"{cell.protocol}-scored.npy"
+        if not all(path.is_file() for path in paths):
+            labels = self.opened(cell.dataset).labels
+            along = labels if cell.protocol == "west" else labels.T
+            cut = round(REGION_SIDE * along.shape[1])
+            gap = scene_window(labels.shape).value // 2 + 1
+            index = np.arange(along.shape[1])[None, :]
+            sides = np.where(index < cut, along, 0), np.where(index >= cut + gap, along, 0)
+            folder.mkdir(parents=True, exist_ok=True)
+            for path, side in zip(paths, sides, strict=True):
+                np.save(path, side if cell.protocol == "west" else side.T)
+        return paths
+
     def train(self, cell: Cell, changes: Mapping[str, Any]) -> dict[str, Any]:
         """`train_run` as a user's `s3fn train` with the cell's options; its test metrics."""
         bench = self.datasets[cell.dataset]
@@ -192,6 +216,12 @@ class Suite:
             **self.overrides,
             **changes,
         }
+        if cell.protocol != "blocks":
+            labelled, scored = self.region_maps(cell)
+            fields.update(labels=str(labelled), test_labels=str(scored))
+            fields.setdefault("classes", self.opened(cell.dataset).class_names)
+            if bench.data.startswith("builtin:"):
+                fields["data"] = str(self.scene_cube(cell.dataset))
         if cell.method in CORRUPTIONS:
             fields["descriptions"] = str(self.corrupted_descriptions(cell))
         if "split" in fields and not Path(fields["split"]).is_file():
@@ -229,16 +259,39 @@ class Suite:
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_descriptions(path, corrupt(original, cell.method, cell.seed))
 
-    def fit_baseline(self, cell: Cell) -> dict[str, Any]:
-        """A scikit-learn baseline on the spectra of the default run's split; its metrics."""
-        split = self.split_file(cell)
-        if not split.is_file():
-            raise FileNotFoundError(f"{split}: {NO_SPLIT}")
+    def scene_cube(self, name: str) -> Path:
+        """A built-in scene's cube as .npy, for runs given label maps of their own."""
+        path = self.work / "regions" / name / "cube.npy"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, self.opened(name).cube.data)
+        return path
+
+    def baseline_parts(self, cell: Cell) -> tuple[np.ndarray, np.ndarray, SceneDataset | None]:
+        """(training part, test part, the scene to read them from where it is not the
+        dataset's own) of a baseline: what the default's final model trained on and was
+        scored on."""
         data = self.opened(cell.dataset)
+        if cell.protocol != "blocks":
+            labelled, scored = (np.load(path) for path in self.region_maps(cell))
+            both = np.where(scored > 0, scored, labelled)
+            scene = SceneDataset(data.cube, both, data.class_names)
+            return np.argwhere(labelled > 0), np.argwhere(scored > 0), scene
+        split_file = self.split_file(cell)
+        if not split_file.is_file():
+            raise FileNotFoundError(f"{split_file}: {NO_SPLIT}")
+        split = load_split(data, split_file)
+        return split.final_training(), split.test, None
+
+    def fit_baseline(self, cell: Cell) -> dict[str, Any]:
+        """A scikit-learn baseline trained on the labels the default's final model trained
+        on, scored on its test part; its metrics."""
+        train, test, scene = self.baseline_parts(cell)
+        data = scene or self.opened(cell.dataset)
         if isinstance(data, ObjectDataset) and cell.dataset not in self._spectra:
             self._spectra[cell.dataset] = object_spectra(data)
-        saved = json.loads(split.read_text())
-        x, y, x_test, y_test = split_samples(data, saved, self._spectra.get(cell.dataset, {}))
+        x, y = samples_of(data, train, self._spectra.get(cell.dataset, {}))
+        x_test, y_test = samples_of(data, test, self._spectra.get(cell.dataset, {}))
         fit = fit_linear if cell.method == "linear" else fit_svm
         start = time.perf_counter()
         model = fit(x, y, cell.seed)
@@ -249,6 +302,7 @@ class Suite:
             **report.scalars(),
             "level": "image" if isinstance(data, ObjectDataset) else "pixel",
             "n_test": report.total,
+            "n_train": len(y),
             "train_seconds": round(seconds, 2),
             "params": chosen,
         }

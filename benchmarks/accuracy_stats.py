@@ -82,19 +82,20 @@ def summarise(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def group_results(
     results: Sequence[Mapping[str, Any]],
-) -> dict[tuple[str, float], dict[str, list[Mapping[str, Any]]]]:
-    """Results by (dataset, training size), then by method."""
-    groups: dict[tuple[str, float], dict[str, list[Mapping[str, Any]]]] = {}
+) -> dict[tuple[str, str, float | None], dict[str, list[Mapping[str, Any]]]]:
+    """Results by (dataset, protocol, training size), then by method."""
+    groups: dict[tuple[str, str, float | None], dict[str, list[Mapping[str, Any]]]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["train"]), {}).setdefault(r["method"], []).append(r)
+        where = (r["dataset"], r.get("protocol", "blocks"), r["train"])
+        groups.setdefault(where, {}).setdefault(r["method"], []).append(r)
     return groups
 
 
 def summaries_and_pairs(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (dataset, training size): each method's summary and the paired OA difference of
-    `default` minus every other method."""
+    """Per (dataset, protocol, training size): each method's summary and the paired OA
+    difference of `default` minus every other method."""
     out = []
-    for (dataset, train), by_method in group_results(results).items():
+    for (dataset, protocol, train), by_method in group_results(results).items():
         default_oa = {
             r["seed"]: r["oa"] for r in by_method.get("default", []) if r["status"] == "ok"
         }
@@ -106,5 +107,32 @@ def summaries_and_pairs(results: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             other = {r["seed"]: r["oa"] for r in cells if r["status"] == "ok"}
             diff = paired_difference(default_oa, other)
             pairs[method] = None if diff is None else diff.to_dict()
-        out.append({"dataset": dataset, "train": train, "methods": summaries, "paired": pairs})
+        out.append(
+            {
+                "dataset": dataset,
+                "protocol": protocol,
+                "train": train,
+                "methods": summaries,
+                "paired": pairs,
+            }
+        )
     return out
+
+
+def protocol_verdicts(groups: Sequence[Mapping[str, Any]], other: str) -> dict[str, Any]:
+    """Per protocol, `default` against method `other`: the mean over datasets of the paired
+    mean OA difference, and the datasets where `default` is below `other` by more than one
+    standard deviation of the paired differences or 0.5 points, whichever is larger."""
+    verdicts: dict[str, Any] = {}
+    for group in groups:
+        diff = group["paired"].get(other)
+        if diff is None:
+            continue
+        entry = verdicts.setdefault(group["protocol"], {"means": {}, "behind": []})
+        entry["means"][group["dataset"]] = diff["mean"]
+        spread = float(np.std(diff["diffs"], ddof=1)) if len(diff["diffs"]) > 1 else 0.0
+        if diff["mean"] < -max(spread, 0.005):
+            entry["behind"].append(group["dataset"])
+    for entry in verdicts.values():
+        entry["average"] = float(np.mean(list(entry["means"].values())))
+    return verdicts

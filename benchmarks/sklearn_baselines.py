@@ -23,24 +23,16 @@ def object_spectra(data: ObjectDataset) -> dict[str, np.ndarray]:
     return spectra
 
 
-def split_samples(
-    data: ObjectDataset | SceneDataset, saved: Mapping[str, Any], spectra: Mapping[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X_train, y_train, X_test, y_test) of a saved split: mean spectra per object image, or
-    pixel spectra of a scene (labels 0..K-1)."""
-    parts = []
-    for part in ("train", "test"):
-        if isinstance(data, SceneDataset):
-            pixels = np.asarray(saved[part], dtype=np.int64).reshape(-1, 2)
-            rows, cols = pixels[:, 0], pixels[:, 1]
-            parts += [data.cube.data[rows, cols], data.labels[rows, cols] - 1]
-        else:
-            label = dict(zip(data.image_ids, data.labels.tolist(), strict=True))
-            parts += [
-                np.stack([spectra[i] for i in saved[part]]),
-                np.array([label[i] for i in saved[part]], dtype=np.int64),
-            ]
-    return parts[0], parts[1], parts[2], parts[3]
+def samples_of(
+    data: ObjectDataset | SceneDataset, part: np.ndarray, spectra: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of a part: pixel spectra of a scene (P x 2 pixels), or the mean spectrum of each
+    object image (image indices); labels 0..K-1."""
+    if isinstance(data, SceneDataset):
+        rows, cols = part[:, 0], part[:, 1]
+        return data.cube.data[rows, cols], data.labels[rows, cols] - 1
+    ids = [data.image_ids[int(i)] for i in part]
+    return np.stack([spectra[i] for i in ids]), data.labels[np.asarray(part, dtype=np.int64)]
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, seed: int) -> Any:

@@ -29,7 +29,7 @@ from benchmarks.accuracy_plan import (
 from benchmarks.accuracy_render import format_difference, mean_std, render, replace_section
 from benchmarks.accuracy_stats import paired_difference, summaries_and_pairs, summarise
 from benchmarks.description_corruption import corrupt
-from benchmarks.sklearn_baselines import fit_linear, fit_svm, split_samples
+from benchmarks.sklearn_baselines import fit_linear, fit_svm, samples_of
 from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.io.envi import header_for
 from s3fn.semantics import Descriptions, load_descriptions
@@ -94,9 +94,9 @@ def test_summaries_pair_default_with_every_other_method():
     assert group["paired"]["paper"] is None
     summary, paired = render([group], LABELS, with_train=False)
     lines = summary.splitlines()
-    assert lines[0].startswith("| dataset | method | OA (%)") and len(lines) == 5
+    assert lines[0].startswith("| dataset | protocol | method | OA (%)") and len(lines) == 5
     assert lines[-1].endswith("| - | - | - | - | 0 (1 failed, 0 unavailable) |")
-    assert "| d | softmax regression on spectra | +15.00 |" in paired
+    assert "| d | blocks | softmax regression on spectra | +15.00 |" in paired
     assert "+20.00, +10.00" in paired
     summary, _ = render([group], SEMANTIC_LABELS, with_train=True)
     assert summary.splitlines()[2].startswith("| d | 5 | S3FN |")
@@ -119,14 +119,14 @@ def test_replace_section_appends_then_replaces_in_place():
 
 
 def test_plan_runs_default_first_per_seed():
-    cells = plan(["a"], ["linear", "default"], 2, {"a": [(5.0, 2.0)]})
+    cells = plan(["a"], ["linear", "default"], 2, {"a": [(5.0, 2.0, "blocks")]})
     assert [(c.method, c.seed) for c in cells] == [
         ("default", 0),
         ("linear", 0),
         ("default", 1),
         ("linear", 1),
     ]
-    cells = plan(["a"], ["cnn"], 1, {"a": [(3.0, 2.0), (5.0, 2.0)]})
+    cells = plan(["a"], ["cnn"], 1, {"a": [(3.0, 2.0, "blocks"), (5.0, 2.0, "blocks")]})
     assert [(c.method, c.train) for c in cells] == [
         ("default", 3.0),
         ("cnn", 3.0),
@@ -138,7 +138,9 @@ def test_plan_runs_default_first_per_seed():
 def test_cell_keys_name_the_recipe():
     cell = Cell("moffett", "cnn", 1, 0.6, 0.2)
     key = cell.key({})
-    assert key.startswith("moffett-cnn-t0.6-v0.2-s1-") and key == cell.key({})
+    assert key.startswith("moffett-blocks-cnn-t0.6-v0.2-s1-") and key == cell.key({})
+    region = Cell("moffett", "cnn", 1, None, 0.2, "west")
+    assert region.key({}).startswith("moffett-west-cnn-trest-v0.2-s1-")
     assert key != cell.key({"epochs": 1})
     assert cell.default_cell() == Cell("moffett", "default", 1, 0.6, 0.2)
 
@@ -232,8 +234,8 @@ def test_real_scene_files_and_baseline_samples(tmp_path: Path):
     assert scene.classes == ("rock", "tree") and scene.kind == data.SCENE_KIND
     opened = SceneDataset.from_files(scene.data, scene.labels, list(scene.classes))
     assert np.array_equal(opened.cube.data, cube) and np.array_equal(opened.labels, labels)
-    saved = {"train": [[0, 0], [4, 4]], "test": [[1, 1], [5, 3], [2, 0]]}
-    x, y, x_test, y_test = split_samples(opened, saved, {})
+    x, y = samples_of(opened, np.array([[0, 0], [4, 4]]), {})
+    x_test, y_test = samples_of(opened, np.array([[1, 1], [5, 3], [2, 0]]), {})
     assert np.array_equal(x, cube[[0, 4], [0, 4]]) and y.tolist() == [0, 1]
     assert x_test.shape == (3, 4) and y_test.tolist() == [0, 1, 0]
     with pytest.raises(FileNotFoundError):
@@ -248,8 +250,8 @@ def test_object_samples_use_each_image_mean_spectrum():
             self.class_names = ["a", "b"]
 
     spectra = {"a/1": np.array([1.0, 0.0]), "a/2": np.array([2.0, 0.0]), "b/1": np.ones(2)}
-    saved = {"train": ["b/1", "a/1"], "test": ["a/2"]}
-    x, y, x_test, y_test = split_samples(Tiny(), saved, spectra)
+    x, y = samples_of(Tiny(), np.array([2, 0]), spectra)
+    x_test, y_test = samples_of(Tiny(), np.array([1]), spectra)
     assert x.tolist() == [[1.0, 1.0], [1.0, 0.0]] and y.tolist() == [1, 0]
     assert x_test.tolist() == [[2.0, 0.0]] and y_test.tolist() == [0]
 
@@ -293,3 +295,22 @@ def test_the_results_page_names_no_folder_of_a_machine():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     assert re.findall(r"(?<![\w.~])/(?:tmp|work|root|home|mnt|Users)/\S*", text) == []
+
+
+def test_protocol_verdicts_average_the_datasets_and_name_those_behind():
+    from benchmarks.accuracy_stats import protocol_verdicts
+
+    def group(name: str, protocol: str, diffs: list[float] | None) -> dict:
+        pair = None if diffs is None else {"mean": sum(diffs) / len(diffs), "diffs": diffs}
+        return {"dataset": name, "protocol": protocol, "paired": {"linear": pair}}
+
+    groups = [
+        group("a", "west", [0.01, 0.03]),
+        group("b", "west", [-0.02, -0.04]),
+        group("c", "west", [-0.004, -0.004]),
+        group("a", "blocks", None),
+    ]
+    verdicts = protocol_verdicts(groups, "linear")
+    assert list(verdicts) == ["west"]
+    assert verdicts["west"]["average"] == pytest.approx((0.02 - 0.03 - 0.004) / 3)
+    assert verdicts["west"]["behind"] == ["b"]  # c is within 0.5 points

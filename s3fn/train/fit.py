@@ -129,7 +129,7 @@ def fit(
                 val_data = backbone_features(model, val_data, opts.eval_batch_size, device)
             plan, augment = feature_plan(plan), None
         loaders = [
-            make_loader(data, opts.batch_size, True, opts.num_workers, device, ddp)
+            make_loader(data, opts.batch_size, True, opts.num_workers, device, ddp, opts.balance)
             for data in train_sets
         ]
         val_loader = None

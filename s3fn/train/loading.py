@@ -14,6 +14,7 @@ from torch.utils.data import (
     Sampler,
     SequentialSampler,
     TensorDataset,
+    WeightedRandomSampler,
 )
 
 from s3fn.data.store import WindowStore
@@ -28,11 +29,16 @@ def make_loader(
     num_workers: int = 0,
     device: torch.device | None = None,
     ddp: distributed.Distributed | None = None,
+    balance: float = 0.0,
 ) -> tuple[Iterable, torch.Generator | None]:
     """(loader, the generator its shuffling draws from, or None). A DataLoader is used as
     given; inside a process group each rank gets its shard and `batch_size` is the global
     batch of training data. Window stores and tensor datasets are read a whole batch at a
-    time, in the order the per-window DataLoader would take them (same sampler, same draws)."""
+    time, in the order the per-window DataLoader would take them (same sampler, same draws).
+
+    `balance` > 0 (shuffled, single-process training data) draws each epoch's windows with
+    replacement, window i with weight n(class of i) ** -balance: 1 gives every class the same
+    share, 0.5 a share that grows as the square root of its count."""
     if isinstance(data, DataLoader):
         return data, None
     generator = torch.Generator() if shuffle else None
@@ -45,6 +51,10 @@ def make_loader(
     }
     if ddp is not None:
         sampler: Sampler[int] = ddp.sampler(len(data), shuffle, generator)
+    elif shuffle and balance > 0:
+        sampler = WeightedRandomSampler(
+            class_weights(labels_of(data), balance), len(data), generator=generator
+        )
     elif shuffle:
         sampler = RandomSampler(data, generator=generator)
     else:
@@ -57,6 +67,24 @@ def make_loader(
     else:
         loader = DataLoader(data, batch_size=local, sampler=sampler, **settings)
     return loader, generator
+
+
+def labels_of(data: Dataset) -> torch.Tensor:
+    """The class index of every sample of a window store or a (windows, labels) tensor dataset."""
+    if isinstance(data, WindowStore):
+        return torch.from_numpy(data.labels)
+    if isinstance(data, TensorDataset):
+        return data.tensors[1]
+    raise TypeError(
+        f"class balancing needs a WindowStore or a TensorDataset; got {type(data).__name__}"
+    )
+
+
+def class_weights(labels: torch.Tensor, balance: float) -> torch.Tensor:
+    """Per-sample weights n(class) ** -balance (float64)."""
+    labels = labels.long()
+    counts = torch.bincount(labels).double()
+    return counts[labels].pow(-balance)
 
 
 def on_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,9 @@ class FitOptions:
     descriptions are closest (S3FN models; see `s3fn.train.stages.text_soft_targets`).
     `cache_frozen` lets a frozen-backbone stage compute its features once (`s3fn.train.frozen`);
     where its augmentation changes the windows, once for each of `frozen_draws` augmented copies
-    of the training windows, which the epochs take in turn.
+    of the training windows, which the epochs take in turn. `balance` > 0 draws the training
+    windows of each epoch by class (weight n(class) ** -balance, with replacement): 0.5 lifts
+    rare classes by the square root of their rarity, 1 trains every class equally often.
     """
 
     epochs: int = 100
@@ -58,6 +60,7 @@ class FitOptions:
     text_targets: float = 0.0
     cache_frozen: bool = True
     frozen_draws: int = 2
+    balance: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -81,6 +84,8 @@ class FitOptions:
             problems.append(f"layer_weight_decay={self.layer_weight_decay} (expected >= 0)")
         if self.frozen_draws < 1:
             problems.append(f"frozen_draws={self.frozen_draws} (expected >= 1)")
+        if not 0.0 <= self.balance <= 1.0:
+            problems.append(f"balance={self.balance} (expected 0 <= x <= 1)")
         if self.num_workers < 0:
             problems.append(f"num_workers={self.num_workers} (expected >= 0)")
         if problems:
@@ -122,4 +127,5 @@ class FitOptions:
             "label_smoothing": self.label_smoothing,
             "text_targets": self.text_targets,
             "frozen_draws": self.frozen_draws,
+            "balance": self.balance,
         }

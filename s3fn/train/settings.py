@@ -65,6 +65,12 @@ class TrainSettings:
     flip: bool | None = option(None, "random flips", bool)
     rot90: bool | None = option(None, "random 90-degree rotations", bool)
     noise: float | None = option(None, "Gaussian noise added to training windows", (int, float))
+    balance: float | None = option(
+        None,
+        "class balance of the training draws: 0 as labelled, 0.5 rare classes drawn more by "
+        "the square root of their rarity, 1 every class equally often",
+        (int, float),
+    )
     label_smoothing: float | None = option(
         None, "label smoothing of the CNN stage's cross-entropy", (int, float)
     )
@@ -135,6 +141,7 @@ def resolve(settings: TrainSettings) -> Recipe:
         "lr": settings.lr,
         "weight_decay": settings.weight_decay,
         "patience": settings.patience,
+        "balance": settings.balance,
     }
     common = {k: v for k, v in given.items() if v is not None}
     common.update(optimizer=settings.optimizer, num_workers=settings.num_workers, amp=settings.amp)
