@@ -159,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     chosen = select(args)
     overrides = {"epochs": QUICK.epochs, "semantic_epochs": QUICK.epochs} if args.quick else {}
+    if args.semantics:  # the study compares networks: keep each, whatever the linear model scores
+        overrides["compare_linear"] = False
     if args.quick:
         print(QUICK.describe(chosen.table), flush=True)
     suite = Suite(args, overrides)

@@ -32,7 +32,7 @@ SKLEARN_METHODS = ("linear", "svm")
 TRAIN_CHANGES: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"preset": "paper"},
-    "cnn": {"stage": "cnn", "spectral_branch": False},
+    "cnn": {"stage": "cnn", "spectral_branch": False, "compare_linear": False},
     "no-semantics": {"stage": "cnn"},
     "joint": {"stage": "joint"},
     "learnable-prototypes": {"prototypes": "learnable"},
@@ -43,7 +43,7 @@ TRAIN_CHANGES: dict[str, dict[str, Any]] = {
 LABELS = {
     "default": "S3FN, default options",
     "paper": "S3FN, paper preset",
-    "cnn": "plain 3D-CNN (stage cnn, no spectral branch)",
+    "cnn": "plain 3D-CNN (stage cnn, no spectral branch, always kept)",
     "no-semantics": "the default without semantics (stage cnn)",
     "joint": "S3FN trained end to end (stage joint)",
     "learnable-prototypes": "S3FN, class prototypes initialised from the text, then learnt",

@@ -127,7 +127,8 @@ def run_demo(
 
 def plain_stages(**values: Any) -> TrainSettings:
     """`TrainSettings` whose two stages train with `FitOptions`' own defaults (random scale
-    only, weight decay 1e-4, no label smoothing) instead of the preset's, updated by `values`."""
+    only, weight decay 1e-4, no label smoothing) instead of the preset's, keeping the network
+    whatever the linear pixel model scores, updated by `values`."""
     plain = FitOptions()
     return TrainSettings(
         **{
@@ -137,6 +138,7 @@ def plain_stages(**values: Any) -> TrainSettings:
             "rot90": plain.augment.rot90,
             "noise": plain.augment.noise,
             "label_smoothing": plain.label_smoothing,
+            "compare_linear": False,
             **values,
         }
     )

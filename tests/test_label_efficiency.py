@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from s3fn.data import S3FNDataError
 from s3fn.data.splits import split_objects, split_scene, with_test_labels
 from s3fn.data.windows import window_sums
-from s3fn.train.baseline import C, LinearPixelModel
+from s3fn.models.linear import C, LinearPixel, SoftmaxRegression
 from tests.cli_helpers import s3fn
 
 NAMES = ["a", "b", "c"]
@@ -83,21 +83,49 @@ def test_separate_test_labels_become_the_test_part_with_their_buffer():
         with_test_labels(split, np.zeros_like(labels), "east.npy")
 
 
-def test_the_linear_pixel_model_reaches_the_optimum_of_its_objective():
+def test_softmax_regression_reaches_the_optimum_of_its_objective():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     x = rng.normal(size=(300, 8)) + y[:, None] * np.linspace(0.5, 2.0, 8) + 5.0
-    model = LinearPixelModel.fit(x, y, 3)
-    z = torch.from_numpy((x - model.mean) / model.scale)
+    model = SoftmaxRegression.fit(x, y, 3)
     weight = torch.from_numpy(model.weight).requires_grad_(True)
     bias = torch.from_numpy(model.bias).requires_grad_(True)
-    loss = F.cross_entropy(z @ weight.T + bias, torch.from_numpy(y))
+    loss = F.cross_entropy(torch.from_numpy(x) @ weight.T + bias, torch.from_numpy(y))
     loss = loss + weight.square().sum() / (2 * C * len(y))
     loss.backward()
     assert float(weight.grad.abs().max()) < 1e-5 and float(bias.grad.abs().max()) < 1e-5
-    probabilities = model.probabilities(x)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
-    assert (probabilities.argmax(axis=1) == y).mean() > 0.9
+    assert ((x @ model.weight.T + model.bias).argmax(axis=1) == y).mean() > 0.9
+
+
+@pytest.mark.parametrize("reduce", ["centre", "mean"])
+def test_the_linear_pixel_model_reads_its_windows_and_runs_densely(reduce):
+    from s3fn.inference.dense import dense_probabilities
+    from s3fn.models import build_model
+
+    torch.manual_seed(0)
+    windows = torch.randn(200, 4, 5, 5)
+    spectrum = windows[:, :, 2, 2] if reduce == "centre" else windows.mean(dim=(2, 3))
+    labels = (spectrum[:, 0] > 0).long() + (spectrum[:, 1] > 0.5).long()
+    model = LinearPixel(4, 3, reduce=reduce).fit_windows([(windows[:100], labels[:100])] * 2)
+    expected = SoftmaxRegression.fit(
+        torch.cat([spectrum[:100]] * 2).double().numpy(), torch.cat([labels[:100]] * 2), 3
+    )
+    torch.testing.assert_close(
+        model(windows).double(),
+        spectrum.double() @ torch.from_numpy(expected.weight).T + torch.from_numpy(expected.bias),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    planes = torch.randn(4, 12, 13)
+    dense = dense_probabilities(model, planes, 5)
+    cut = planes.unfold(1, 5, 1).unfold(2, 5, 1).permute(1, 2, 0, 3, 4).reshape(-1, 4, 5, 5)
+    per_window = torch.softmax(model(cut), dim=1).reshape(8, 9, 3)
+    torch.testing.assert_close(dense, per_window, rtol=1e-5, atol=1e-6)
+    rebuilt = build_model(model.config())
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt(windows), model(windows))
+    with pytest.raises(ValueError, match="reduce='median'"):
+        LinearPixel(4, 3, reduce="median")
 
 
 def one_sided_scene(folder: Path) -> tuple[Path, Path, Path]:
@@ -130,7 +158,10 @@ def test_a_scene_labelled_on_one_side_trains_on_its_labels_and_reports_the_basel
     assert labels["trained"] >= 0.85 * labels["given"]
     assert f"{labels['trained']} of {labels['given']} labelled pixels" in done.stdout
     assert "trained the final model" in (run / "train.log").read_text()
-    assert set(metrics["validation"]) >= {"network", "linear"} and metrics["refit"]
+    assert set(metrics["validation"]) >= {"network", "linear", "network_kept"}
+    assert metrics["refit"]["model"] == metrics["model"]
+    held = "3D-CNN" if metrics["validation"]["network_kept"] else "the linear pixel model"
+    assert f"the bundle holds {held}" in done.stdout
     report = (run / "report.md").read_text()
     assert "| linear pixel model |" in report and "| 3D-CNN |" in report
     assert metrics["scalars"] is None  # no test part asked for

@@ -18,11 +18,12 @@ from torch import nn
 
 from s3fn.models.baselines import SpectralMeanMLP
 from s3fn.models.cnn import SpectralSpatialCNN
+from s3fn.models.linear import LinearPixel
 from s3fn.models.semantic import S3FN
 
 # The architectures a bundle can hold, by the "type" their config() writes.
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (SpectralSpatialCNN, SpectralMeanMLP, S3FN)
+    cls.__name__: cls for cls in (SpectralSpatialCNN, SpectralMeanMLP, S3FN, LinearPixel)
 }
 MODEL_TYPES = tuple(ARCHITECTURES)
 
@@ -44,6 +45,7 @@ class ModelRequest:
     init_scale: float
     prototypes: str
     use_fused_ops: bool = True
+    spectrum: str = "centre"  # what a linear pixel model reads: "centre" (scenes) or "mean"
 
     def cnn(self) -> SpectralSpatialCNN:
         """The paper's 3D-CNN of this request."""
@@ -57,6 +59,10 @@ class ModelRequest:
             spectral_branch=self.spectral_branch,
             use_fused_ops=self.use_fused_ops,
         )
+
+    def linear(self) -> LinearPixel:
+        """The linear pixel model of this request (fitted in closed form, no stages)."""
+        return LinearPixel(self.in_bands, self.n_classes, reduce=self.spectrum)
 
     def mean_mlp(self) -> SpectralMeanMLP:
         """The spectral-mean baseline of this request."""
@@ -78,8 +84,9 @@ class ModelRequest:
 @dataclass(frozen=True)
 class ModelSpec:
     """One model users can train: its name (`s3fn train --stage NAME`), a label for reports,
-    its builder, the training stages it runs in order, whether it needs class texts, and how
-    it exports (None: as the generic dense map model)."""
+    its builder, the training stages it runs in order (none: the model is fitted in closed
+    form by its `fit_windows`), whether it needs class texts, and how it exports (None: as the
+    generic dense map model)."""
 
     name: str
     label: str
@@ -96,6 +103,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("joint", "S3FN (joint)", ModelRequest.s3fn, ("joint",), True),
         ModelSpec("cnn", "3D-CNN", ModelRequest.cnn, ("cnn",), False),
         ModelSpec("spectral-mean", "Spectral-mean MLP", ModelRequest.mean_mlp, ("cnn",), False),
+        ModelSpec("linear", "linear pixel model", ModelRequest.linear, (), False),
     )
 }
 

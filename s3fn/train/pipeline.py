@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,8 +31,8 @@ from s3fn.data.splits import ObjectSplit, SceneSplit
 from s3fn.data.store import WindowStore
 from s3fn.inference import Classifier
 from s3fn.models.inputs import as_window
-from s3fn.models.registry import ModelRequest, ModelSpec
-from s3fn.train.baseline import linear_baseline
+from s3fn.models.linear import LinearPixel
+from s3fn.models.registry import MODELS, ModelRequest, ModelSpec
 from s3fn.train.fit import fit
 from s3fn.train.options import FitOptions
 from s3fn.train.presets import Preset
@@ -40,6 +40,8 @@ from s3fn.train.seeding import seed_everything
 from s3fn.train.settings import Recipe, TrainSettings, resolve
 
 logger = logging.getLogger(__name__)
+LINEAR = MODELS["linear"]
+NETWORK_MARGIN = 0.005  # OA by which a network must beat the linear pixel model on validation
 
 if TYPE_CHECKING:
     from s3fn.semantics import Descriptions, TextEncoder
@@ -108,31 +110,29 @@ def train_classifier(
             in_memory=in_memory,
             verbose=verbose,
         )
-        first = run.train(folder / "windows", folder / "checkpoints")
+        compare = recipe.compare_linear and bool(recipe.model.stages) and len(split.val) > 0
+        first = run.train(folder / "windows", folder / "checkpoints", with_linear=compare)
         if chosen.n_components is None:
             choices["n_components"] = _components_choice(first.preprocessor, recipe.preset)
-        validation = None
-        if len(split.val):
-            network = run.classifier(first, {}).evaluate(data, split.val)
-            _, linear = linear_baseline(data, split.train, split.val)
-            scored = network.images if network.images is not None else network.windows
-            validation = {
-                "level": "image" if network.images is not None else "pixel",
-                "count": scored.total,
-                "network": scored.scalars(),
-                "linear": linear.scalars(),
-            }
-        final, refit = first, None
-        if chosen.refit and len(split.val):
-            final = run.refit(folder / "windows" / "refit", folder / "checkpoints" / "refit", first)
+        validation, spec = None, recipe.model
+        if compare:
+            validation = _compare_on_validation(run, first, data, split)
+            if not validation["network_kept"]:
+                spec = LINEAR
+        final, refit = first if spec is recipe.model else first.linear_only(), None
+        if recipe.refit and len(split.val):
+            final = run.refit(
+                folder / "windows" / "refit", folder / "checkpoints" / "refit", first, spec
+            )
             refit = {
                 "epochs": {stage: len(h) for stage, h in final.histories.items()},
                 "histories": final.histories,
                 "stage_seconds": final.seconds,
             }
-    given, trained = _label_counts(data, split, final is not first)
+    given, trained = _label_counts(data, split, refit is not None)
     info = {
-        "model": recipe.model.name,
+        "model": spec.name,
+        "trained_model": recipe.model.name,
         "preset": recipe.preset.name,
         "stages": list(recipe.model.stages),
         "histories": first.histories,
@@ -151,13 +151,19 @@ def train_classifier(
 
 @dataclass(frozen=True, eq=False)
 class _Trained:
-    """One pass's trained model, its preprocessing, and each stage's history and seconds."""
+    """One pass's trained model, its preprocessing, each stage's history and seconds, and
+    the linear pixel model fitted on the same windows where asked for."""
 
     model: nn.Module
     preprocessor: Preprocessor
     histories: dict[str, list[dict[str, Any]]]
     seconds: dict[str, float]
     best_epochs: dict[str, int]
+    linear: LinearPixel | None = None
+
+    def linear_only(self) -> _Trained:
+        """This pass with its linear pixel model as the model."""
+        return _Trained(self.linear, self.preprocessor, {}, {}, {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,12 +190,16 @@ class _TrainingPass:
         epochs: Mapping[str, int] | None = None,
         n_components: int | None = None,
         refit: bool = False,
+        spec: ModelSpec | None = None,
+        with_linear: bool = False,
     ) -> _Trained:
-        """Cut the windows into `windows`, build the model and train its stages (for
-        `epochs[stage]` epochs where given), checkpointing into `checkpoints`."""
+        """Cut the windows into `windows`, build the model (`spec`, default the recipe's) and
+        train its stages (for `epochs[stage]` epochs where given), checkpointing into
+        `checkpoints`; `with_linear` also fits the linear pixel model on the same windows."""
         settings = self.recipe.settings
+        spec = spec or self.recipe.model
         cnn, head = _stage_options(self.recipe, self.split)
-        options = {stage: cnn if stage == "cnn" else head for stage in self.recipe.model.stages}
+        options = {stage: cnn if stage == "cnn" else head for stage in spec.stages}
         for stage, count in (epochs or {}).items():
             options[stage] = replace(options[stage], epochs=count)
         with ExitStack() as stack:
@@ -213,9 +223,13 @@ class _TrainingPass:
             }
             train, val = readers["train"], readers.get("val")
             seed_everything(settings.seed)
-            net = self.recipe.model.build(self._request(train.window_shape[0]))
+            request = self._request(train.window_shape[0])
+            net = spec.build(request)
+            linear = net if not spec.stages else LINEAR.build(request) if with_linear else None
+            if linear is not None:
+                linear.fit_windows(_batches(train))
             histories, seconds, best = {}, {}, {}
-            for stage in self.recipe.model.stages:
+            for stage in spec.stages:
                 result = fit(
                     net,
                     train,
@@ -231,17 +245,18 @@ class _TrainingPass:
                 histories[stage] = result.history
                 seconds[stage] = round(result.seconds, 3)
                 best[stage] = result.best_epoch or result.epochs_run
-            return _Trained(net, train.preprocessor, histories, seconds, best)
+            return _Trained(net, train.preprocessor, histories, seconds, best, linear)
 
-    def refit(self, windows: Path, checkpoints: Path, first: _Trained) -> _Trained:
-        """A fresh model trained on every label but the test part's, each stage for the
+    def refit(self, windows: Path, checkpoints: Path, first: _Trained, spec: ModelSpec) -> _Trained:
+        """A fresh `spec` model trained on every label but the test part's, each stage for the
         epochs early stopping chose in `first`, with the same PCA component count."""
         return self.train(
             windows,
             checkpoints,
-            epochs=first.best_epochs,
+            epochs={stage: first.best_epochs[stage] for stage in spec.stages},
             n_components=first.preprocessor.n_components,
             refit=True,
+            spec=spec,
         )
 
     def classifier(self, trained: _Trained, info: Mapping[str, Any]) -> Classifier:
@@ -263,6 +278,7 @@ class _TrainingPass:
     def _request(self, in_bands: int) -> ModelRequest:
         settings = self.recipe.settings
         return ModelRequest(
+            spectrum="centre" if isinstance(self.data, SceneDataset) else "mean",
             in_bands=in_bands,
             n_classes=len(self.data.class_names),
             window=self.size,
@@ -279,15 +295,50 @@ class _TrainingPass:
         )
 
 
+def _compare_on_validation(
+    run: _TrainingPass,
+    trained: _Trained,
+    data: ObjectDataset | SceneDataset,
+    split: ObjectSplit | SceneSplit,
+) -> dict[str, Any]:
+    """The network and the linear pixel model of one pass scored on the validation part (image
+    level for objects, pixel level for scenes), and whether the network is kept: only where it
+    beats the linear model by more than `NETWORK_MARGIN` of OA, since a network that does not
+    is the less robust of the two where the scene to map differs from the labelled part."""
+    reports = {}
+    for name, model in (("network", trained), ("linear", trained.linear_only())):
+        evaluation = run.classifier(model, {}).evaluate(data, split.val)
+        reports[name] = evaluation.images if evaluation.images is not None else evaluation.windows
+    network, linear = reports["network"], reports["linear"]
+    return {
+        "level": "image" if isinstance(data, ObjectDataset) else "pixel",
+        "count": network.total,
+        "network": network.scalars(),
+        "linear": linear.scalars(),
+        "network_kept": network.oa > linear.oa + NETWORK_MARGIN,
+        "margin": NETWORK_MARGIN,
+    }
+
+
+def _batches(store: WindowStore, size: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The store's (windows, labels) in batches of `size`."""
+    for start in range(0, len(store), size):
+        yield store.read(np.arange(start, min(len(store), start + size)))
+
+
 def _label_counts(
     data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit, refitted: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels given and labels the final model trained on, per class."""
+    """Labels given for training (all but those of a separate test map) and labels the final
+    model trained on, per class."""
     k = len(data.class_names)
     trained = split.final_training() if refitted else split.train
     if isinstance(split, SceneSplit):
-        given = np.bincount(split.labels[split.labels > 0] - 1, minlength=k)
-        return given, np.bincount(split.labels[trained[:, 0], trained[:, 1]] - 1, minlength=k)
+        given = split.labels > 0
+        if split.test_labels is not None:
+            given[split.test[:, 0], split.test[:, 1]] = False
+        counts = np.bincount(split.labels[given] - 1, minlength=k)
+        return counts, np.bincount(split.labels[trained[:, 0], trained[:, 1]] - 1, minlength=k)
     return np.bincount(split.labels, minlength=k), np.bincount(split.labels[trained], minlength=k)
 
 

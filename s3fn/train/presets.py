@@ -30,6 +30,8 @@ class Preset:
     temperature: str
     init_scale: float
     prototypes: str
+    refit: bool
+    compare_linear: bool
     cnn: FitOptions = field(default_factory=FitOptions)
     semantic: FitOptions = field(default_factory=lambda: FitOptions(epochs=50))
 
@@ -38,7 +40,9 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
         description="data-fitted window (at most 16 px) and PCA (at most 30 components), a "
-        "spectral branch, flips/rotations and noise, label smoothing, a learnable temperature",
+        "spectral branch, flips/rotations and noise, label smoothing, a learnable temperature; "
+        "a refit on training + validation, and the linear pixel model kept instead where the "
+        "network does not beat it on validation",
         window=None,
         largest_window=16,
         variance=0.999,
@@ -48,6 +52,8 @@ PRESETS: dict[str, Preset] = {
         temperature="learnable",
         init_scale=10.0,
         prototypes="fixed",
+        refit=True,
+        compare_linear=True,
         cnn=FitOptions(
             epochs=40,
             patience=8,
@@ -78,6 +84,8 @@ PRESETS: dict[str, Preset] = {
         temperature="fixed",
         init_scale=1.0,
         prototypes="fixed",
+        refit=False,
+        compare_linear=False,
         cnn=FitOptions(
             epochs=100,
             patience=15,

@@ -45,10 +45,17 @@ class TrainSettings:
     )
     variance: float | None = option(None, "PCA variance kept (default: the preset's)", (int, float))
     seed: int = option(0, "seed of the split, the windows and the training", int)
-    refit: bool = option(
-        True,
+    compare_linear: bool | None = option(
+        None,
+        "fit a linear pixel model beside the network and keep it instead where the network "
+        "does not beat it on the validation part by more than 0.5 points of OA (default: the "
+        "preset's)",
+        bool,
+    )
+    refit: bool | None = option(
+        None,
         "after early stopping has chosen each stage's epochs, train again on training + "
-        "validation for that many epochs",
+        "validation for that many epochs (default: the preset's)",
         bool,
     )
     epochs: int | None = option(None, "maximum epochs of the CNN stage", int)
@@ -127,6 +134,8 @@ class Recipe:
     temperature: str
     init_scale: float
     prototypes: str
+    refit: bool
+    compare_linear: bool
     cnn: FitOptions
     semantic: FitOptions
 
@@ -167,6 +176,8 @@ def resolve(settings: TrainSettings) -> Recipe:
         temperature=_given(settings.temperature, preset.temperature),
         init_scale=_given(settings.init_scale, preset.init_scale),
         prototypes=_given(settings.prototypes, preset.prototypes),
+        refit=_given(settings.refit, preset.refit),
+        compare_linear=_given(settings.compare_linear, preset.compare_linear),
         cnn=cnn,
         semantic=semantic,
     )
