@@ -35,6 +35,7 @@ from s3fn.data.datasets import ObjectDataset, SceneDataset
 from s3fn.data.defaults import scene_window
 from s3fn.data.opening import open_data
 from s3fn.data.split_files import load_split
+from s3fn.data.splits import label_sides
 from s3fn.evaluate import Report
 from s3fn.inference import RUN_BUNDLE_DIR
 from s3fn.progress import Progress
@@ -195,14 +196,11 @@ class Suite:
         paths = folder / f"{cell.protocol}-labelled.npy", folder / f"{cell.protocol}-scored.npy"
         if not all(path.is_file() for path in paths):
             labels = self.opened(cell.dataset).labels
-            along = labels if cell.protocol == "west" else labels.T
-            cut = round(REGION_SIDE * along.shape[1])
             gap = scene_window(labels.shape).value // 2 + 1
-            index = np.arange(along.shape[1])[None, :]
-            sides = np.where(index < cut, along, 0), np.where(index >= cut + gap, along, 0)
+            sides = label_sides(labels, cell.protocol, REGION_SIDE, gap)
             folder.mkdir(parents=True, exist_ok=True)
             for path, side in zip(paths, sides, strict=True):
-                np.save(path, side if cell.protocol == "west" else side.T)
+                np.save(path, side)
         return paths
 
     def train(self, cell: Cell, changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,17 +27,17 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from s3fn.data import builtin, split_objects
 from s3fn.data.store import WindowStore
-from s3fn.demo import plain_stages
 from s3fn.evaluate import markdown_table, run_seeds
 from s3fn.inference import Classifier
 from s3fn.models import S3FN
 from s3fn.semantics import TextEncoder, bundled_descriptions
-from s3fn.train import FitOptions, fit, train_classifier
+from s3fn.train import FitOptions, TrainSettings, fit, train_classifier
 
 RESULTS = Path(__file__).parent / "results" / "seeds_table.json"
 METHODS = {
@@ -47,6 +47,25 @@ METHODS = {
     "spectral-mean": "Spectral-mean MLP",
 }
 METRICS = ["image_oa", "image_aa", "image_kappa", "window_oa"]
+
+
+def plain_stages(**values: Any) -> TrainSettings:
+    """`TrainSettings` whose two stages train with `FitOptions`' own defaults (random scale
+    only, weight decay 1e-4, no label smoothing) instead of the preset's, keeping the network
+    whatever the linear pixel model scores, updated by `values`."""
+    plain = FitOptions()
+    return TrainSettings(
+        **{
+            "weight_decay": plain.weight_decay,
+            "augment_scale": list(plain.augment.scale),
+            "flip": plain.augment.flip,
+            "rot90": plain.augment.rot90,
+            "noise": plain.augment.noise,
+            "label_smoothing": plain.label_smoothing,
+            "compare_linear": False,
+            **values,
+        }
+    )
 
 
 def train_seed(seed: int, args: argparse.Namespace, data, embeddings, workdir: Path) -> dict:

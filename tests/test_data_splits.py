@@ -13,6 +13,7 @@ from s3fn.data import (
     S3FNDataError,
     SceneSplit,
     check_no_leak,
+    label_sides,
     split_objects,
     split_scene,
 )
@@ -163,3 +164,19 @@ def test_scene_split_warns_about_missing_classes_and_checks_inputs():
         split_scene(labels, NAMES, 3, train=0.9, val=0.2)
     with pytest.raises(S3FNDataError, match="part 'dev': expected one of train, val, test"):
         split.part("dev")
+
+
+def test_label_sides_gives_one_side_and_scores_the_other_past_the_gap():
+    labels = np.arange(1, 1 + 6 * 10).reshape(6, 10) % 3 + 1
+    given, scored = label_sides(labels, "west", 0.4, gap=2)
+    assert (given[:, :4] == labels[:, :4]).all() and not given[:, 4:].any()
+    assert not scored[:, :6].any() and (scored[:, 6:] == labels[:, 6:]).all()
+    given, scored = label_sides(labels, "north", 0.5, gap=1)
+    assert (given[:3] == labels[:3]).all() and not given[3:].any()
+    assert not scored[:4].any() and (scored[4:] == labels[4:]).all()
+    with pytest.raises(ValueError, match="side='east'"):
+        label_sides(labels, "east")
+    with pytest.raises(ValueError, match=r"fraction=1\.5"):
+        label_sides(labels, "west", 1.5)
+    with pytest.raises(S3FNDataError, match="expected 2-D"):
+        label_sides(labels[None], "west")

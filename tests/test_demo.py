@@ -4,28 +4,55 @@ from __future__ import annotations
 
 import json
 
-from s3fn.demo import FULL, METHODS, QUICK, DemoSettings, run_demo
+import numpy as np
+
+from s3fn.data import builtin
+from s3fn.demo import FULL, METHODS, QUICK, DemoSettings, demo_split, run_demo
 from s3fn.progress import Progress
 
 
-def test_tiny_demo_trains_three_methods_and_writes_the_report(tmp_path):
+def test_tiny_demo_trains_three_methods_on_both_tasks_and_writes_the_reports(tmp_path):
     settings = DemoSettings(
-        seeds=(0,), train=8, val=6, windows_per_image=2, epochs=1, semantic_epochs=1, batch_size=32
+        seeds=(0,),
+        train=8,
+        val=6,
+        points=12,
+        windows_per_image=2,
+        epochs=1,
+        semantic_epochs=1,
+        batch_size=32,
     )
     result = run_demo(tmp_path, settings, Progress(quiet=True))
-    assert list(result.evaluations) == list(METHODS)
-    for evaluation in result.evaluations.values():
+    objects, scene = result.tasks["objects"], result.tasks["scene"]
+    assert list(objects.evaluations) == list(METHODS) == list(scene.evaluations)
+    for evaluation in objects.evaluations.values():
         assert evaluation.images.total == 8 * 2  # 2 test images in each of the 8 classes
-    assert result.table.splitlines()[0].startswith("| method | image OA (%)")
-    assert list(result.per_seed) == [0] and " (1 seed) |" in result.table
-    assert (tmp_path / "report.md").is_file() and (
-        tmp_path / "bundle" / "model.safetensors"
-    ).is_file()
+    truth = builtin.load("materials-scene").labels
+    east = demo_split(builtin.load("materials-scene"), settings, 0).test
+    for evaluation in scene.evaluations.values():
+        assert evaluation.images is None and evaluation.windows.total == len(east)
+    assert (east[:, 1] > 0.45 * truth.shape[1]).all()
+    for task in (objects, scene):
+        assert task.table.splitlines()[0].startswith("| method |")
+        assert task.verdict.split(" ")[1] in {"default", "plain", "linear"}
+        assert task.verdict in result.text
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["methods"]) == set(METHODS)
-    assert metrics["methods"]["S3FN"]["runs"][0]["seed"] == 0
-    assert metrics["histories_first_seed"]["S3FN"]["semantic"]
-    assert {p.name for p in result.files} >= {"curves.png", "f1.png", "report.md"}
+    assert set(metrics["tasks"]) == {"objects", "scene"}
+    assert set(metrics["tasks"]["scene"]["methods"]) == set(METHODS)
+    assert metrics["tasks"]["objects"]["default_info"]["model"] in {"two-stage", "linear"}
+    assert (tmp_path / "scene" / "scene_map.png").is_file()
+    assert (tmp_path / "objects" / "bundle" / "model.safetensors").is_file()
+    assert result.text in (tmp_path / "report.md").read_text()
+
+
+def test_scene_split_labels_a_few_points_per_class_on_the_west_and_scores_the_east():
+    scene = builtin.load("materials-scene")
+    split = demo_split(scene, DemoSettings(points=30), seed=3)
+    trained = split.final_training()
+    counts = np.bincount(scene.labels[trained[:, 0], trained[:, 1]], minlength=9)[1:]
+    assert (counts <= 30).all() and counts.sum() >= 0.85 * 30 * 8
+    assert trained[:, 1].max() < round(0.45 * scene.labels.shape[1]) <= split.test[:, 1].min()
+    assert len(split.test) == int((split.labels[:, 70:] > 0).sum())
 
 
 def test_quick_is_a_smaller_budget_than_the_default():

@@ -46,6 +46,7 @@ _HOMES = {
     "from_array": "s3fn.io",
     "iter_object_windows": "s3fn.data.pipeline",
     "iter_scene_windows": "s3fn.data.pipeline",
+    "label_sides": "s3fn.data.splits",
     "open_source": "s3fn.io",
     "prepare_object_stores": "s3fn.data.pipeline",
     "prepare_scene_stores": "s3fn.data.pipeline",

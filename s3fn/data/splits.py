@@ -279,6 +279,30 @@ def with_test_labels(split: SceneSplit, test_labels: np.ndarray, source: str) ->
     return result
 
 
+SIDES = ("west", "north")
+
+
+def label_sides(
+    labels: np.ndarray, side: str = "west", fraction: float = 0.45, gap: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the labels a user gives, the labels scored) of a scene labelled on one side and mapped
+    on the other: the west (`side="west"`) or north `fraction` of the columns (rows), and the
+    rest from `gap` pixels beyond it on, as label maps of `labels`' shape (0 elsewhere)."""
+    labels = np.asarray(labels)
+    if side not in SIDES:
+        raise ValueError(f"side={side!r}; expected one of {', '.join(SIDES)}")
+    if labels.ndim != 2:
+        raise S3FNDataError(f"label map of shape {labels.shape}: expected 2-D")
+    if not 0 < fraction < 1 or gap < 0:
+        raise ValueError(f"fraction={fraction}, gap={gap}: expected 0 < fraction < 1, gap >= 0")
+    along = labels if side == "west" else labels.T
+    cut = round(fraction * along.shape[1])
+    index = np.arange(along.shape[1])[None, :]
+    given = np.where(index < cut, along, 0)
+    scored = np.where(index >= cut + gap, along, 0)
+    return (given, scored) if side == "west" else (given.T, scored.T)
+
+
 def check_no_leak(split: ObjectSplit | SceneSplit) -> None:
     """Raise `LeakageError` if the split lets a part see another part's data.
 
