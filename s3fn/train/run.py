@@ -163,7 +163,8 @@ def _finish(
     notes = [label_line(info["labels"]) + "."]
     comparison = validation_lines(info.get("validation"), trained)
     held = held_model_line(info.get("validation"), trained)
-    for line in [notes[0], *comparison, *([held] if held else [])]:
+    lost = held is not None and not info["validation"]["network_kept"]
+    for line in [notes[0], *comparison, *([f"warning: {held}" if lost else held] if held else [])]:
         print(line)
     if comparison:
         notes += ["", "## Validation: the network beside a linear pixel model", "", *comparison]

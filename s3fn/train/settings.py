@@ -24,7 +24,7 @@ class TrainSettings:
     stage: str = option(
         "two-stage",
         "what to train (a model of s3fn.models.registry: two-stage S3FN, joint S3FN, the plain "
-        "3D-CNN, or the spectral-mean MLP)",
+        "3D-CNN, the spectral-mean MLP, or the linear pixel model)",
         str,
         choices=list_models(),
     )
