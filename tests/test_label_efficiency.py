@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from s3fn.data import S3FNDataError
 from s3fn.data.splits import split_objects, split_scene, with_test_labels
 from s3fn.data.windows import window_sums
 from s3fn.models.linear import C, LinearPixel, SoftmaxRegression
+from s3fn.train.pipeline import _label_counts
 from tests.cli_helpers import s3fn
 
 NAMES = ["a", "b", "c"]
@@ -81,6 +83,21 @@ def test_separate_test_labels_become_the_test_part_with_their_buffer():
         with_test_labels(split, np.ones((3, 3), int), "east.npy")
     with pytest.raises(S3FNDataError, match=r"east\.npy: no labelled pixel to score"):
         with_test_labels(split, np.zeros_like(labels), "east.npy")
+
+
+def test_label_counts_leave_out_the_test_part_the_user_held_out():
+    image_labels = np.repeat(np.arange(3), 10)
+    objects = split_objects(image_labels, NAMES, val=2, test=3, seed=0)
+    data = SimpleNamespace(class_names=NAMES)
+    given, trained = _label_counts(data, objects, refitted=True)
+    assert given.tolist() == [7, 7, 7] and trained.tolist() == [7, 7, 7]
+    given, trained = _label_counts(data, objects, refitted=False)
+    assert trained.tolist() == [5, 5, 5]
+    labels = fields()
+    scene = split_scene(labels, NAMES, 5, test=0.2, block_size=8, seed=2)
+    given, trained = _label_counts(data, scene, refitted=True)
+    assert given.sum() == (labels > 0).sum() - len(scene.test)
+    assert trained.sum() == len(scene.final_training())
 
 
 def test_softmax_regression_reaches_the_optimum_of_its_objective():

@@ -329,17 +329,17 @@ def _batches(store: WindowStore, size: int = 4096) -> Iterator[tuple[torch.Tenso
 def _label_counts(
     data: ObjectDataset | SceneDataset, split: ObjectSplit | SceneSplit, refitted: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels given for training (all but those of a separate test map) and labels the final
-    model trained on, per class."""
+    """Labels given for training (every label but the test part's, which the user held out)
+    and labels the final model trained on, per class."""
     k = len(data.class_names)
     trained = split.final_training() if refitted else split.train
     if isinstance(split, SceneSplit):
         given = split.labels > 0
-        if split.test_labels is not None:
-            given[split.test[:, 0], split.test[:, 1]] = False
+        given[split.test[:, 0], split.test[:, 1]] = False
         counts = np.bincount(split.labels[given] - 1, minlength=k)
         return counts, np.bincount(split.labels[trained[:, 0], trained[:, 1]] - 1, minlength=k)
-    return np.bincount(split.labels, minlength=k), np.bincount(split.labels[trained], minlength=k)
+    given = np.delete(split.labels, split.test)
+    return np.bincount(given, minlength=k), np.bincount(split.labels[trained], minlength=k)
 
 
 def _label_record(
@@ -358,7 +358,8 @@ def _label_record(
 
 
 def label_line(record: Mapping[str, Any]) -> str:
-    """How many of the labels given trained the final model, in one line."""
+    """How many of the labels given for training (a test part held out is not counted)
+    trained the final model, in one line."""
     return (
         f"{record['trained']} of {record['given']} labelled {record['unit']} "
         f"({record['share']:.0%}) trained the final model"
