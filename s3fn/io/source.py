@@ -109,7 +109,7 @@ class CubeSource:
         except OSError as exc:  # GDAL's and HDF5's read errors
             raise S3FNDataError(
                 f"{self._name}: truncated or corrupt {self.file_format or 'file'} (reading rows "
-                f"{r0}:{r1}, columns {c0}:{c1}: {innermost_reason(exc)})"
+                f"{r0}:{r1}, columns {c0}:{c1}: {_innermost_reason(exc)})"
             ) from exc
         data = np.array(raw, dtype=np.float32, order="C")
         if self._scaling is not None:
@@ -173,7 +173,7 @@ class ArraySource(CubeSource):
             self._handle.close()
 
 
-def innermost_reason(exc: BaseException) -> str:
+def _innermost_reason(exc: BaseException) -> str:
     """The message of the innermost cause: the reader's own words, where rasterio wraps GDAL's
     in 'Read failed. See previous exception for details.'"""
     while exc.__cause__ is not None:
