@@ -11,7 +11,7 @@ import torch
 from scipy.integrate import quad
 
 from s3fn.data.errors import S3FNDataError
-from s3fn.data.resample import BandResampler
+from s3fn.data.resample import BandFillWarning, BandResampler
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -193,3 +193,66 @@ def test_apply_refuses_the_wrong_band_count():
     resampler = BandResampler.between(np.arange(400.0, 1000.0, 6.0), np.arange(410.0, 990.0, 13.0))
     with pytest.raises(S3FNDataError, match=r"expected \(\.\.\., 100\), one value per source band"):
         resampler.apply(_pixels((5, 99), seed=8))
+
+
+SENSOR = np.linspace(400.0, 1000.0, 60)  # an airborne sensor: 60 bands, 11 nm wide
+SHORTER = np.arange(415.0, 986.0, 10.0)  # a spaceborne one: 415-985 nm, 10 nm wide
+
+
+def test_edge_bands_within_the_tolerance_take_the_nearest_covered_band():
+    message = (
+        "scene.tif: bands cover 415-985 nm; the classifier's bands at 400 nm (15 nm below; "
+        "filled from 410.2 nm), 1000 nm (15 nm above; filled from 989.8 nm) lie outside them "
+        "and take the value of the nearest covered band"
+    )
+    with pytest.warns(BandFillWarning, match=f"^{re.escape(message)}$"):
+        resampler = BandResampler.between(
+            SHORTER, SENSOR, source_fwhm=10.0, target_fwhm=11.0, where="scene.tif"
+        )
+    inner = BandResampler.between(SHORTER, SENSOR[1:-1], source_fwhm=10.0, target_fwhm=11.0)
+    np.testing.assert_array_equal(resampler.matrix[:, 1:-1], inner.matrix)
+    np.testing.assert_array_equal(resampler.matrix[:, 0], resampler.matrix[:, 1])
+    np.testing.assert_array_equal(resampler.matrix[:, -1], resampler.matrix[:, -2])
+    out = resampler.apply(_pixels((40, len(SHORTER)), seed=3))
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    np.testing.assert_array_equal(out[:, -1], out[:, -2])
+
+
+@pytest.mark.parametrize(
+    ("target_fwhm", "filled", "refused"),
+    [(5.0, 19.0, 21.0), (15.0, 29.0, 31.0)],  # 20 nm, or two FWHMs where that is more
+)
+def test_the_default_tolerance_is_20_nm_or_two_band_widths(target_fwhm, filled, refused):
+    source = np.arange(500.0, 701.0, 5.0)
+    inside = np.arange(510.0, 691.0, 10.0)
+    with pytest.warns(BandFillWarning, match=f"at {700 + filled:g} nm \\({filled:g} nm above"):
+        BandResampler.between(source, [*inside, 700 + filled], target_fwhm=target_fwhm)
+    with pytest.raises(S3FNDataError, match=f"needs bands at {700 + refused:g} nm \\(1 of"):
+        BandResampler.between(source, [*inside, 700 + refused], target_fwhm=target_fwhm)
+
+
+def test_a_set_tolerance_replaces_the_default_and_zero_fills_nothing():
+    message = (
+        "scene.tif: bands cover 415-985 nm; the classifier needs bands at 400, 1000 nm "
+        "(2 of 60 bands), which cannot be resampled from them"
+    )
+    for tolerance in (0.0, 14.9):
+        with pytest.raises(S3FNDataError, match=f"^{re.escape(message)}$"):
+            BandResampler.between(
+                SHORTER, SENSOR, target_fwhm=11.0, band_tolerance=tolerance, where="scene.tif"
+            )
+    with pytest.warns(BandFillWarning, match="1000 nm \\(15 nm above"):
+        BandResampler.between(SHORTER, SENSOR, target_fwhm=11.0, band_tolerance=15.0)
+    for bad in (-1.0, np.nan):
+        with pytest.raises(ValueError, match=f"band_tolerance={bad}; expected a finite"):
+            BandResampler.between(SHORTER, SHORTER, band_tolerance=bad)
+
+
+def test_interior_gaps_and_far_edges_are_never_filled():
+    no_water = np.arange(400.0, 2501.0, 10.0)
+    no_water = no_water[(no_water < 1350) | (no_water > 1450)]
+    with pytest.raises(S3FNDataError, match=r"needs bands at 1363-1443 nm \(9 of 211 bands\), "):
+        BandResampler.between(no_water, np.arange(400.0, 2501.0, 10.0) + 3.0, band_tolerance=1e3)
+    # 1010-2500 nm lack bands: the 1010 nm band alone is within the tolerance, so all are refused
+    with pytest.raises(S3FNDataError, match=r"needs bands at 1010-2500 nm \(150 of 211 bands\)"):
+        BandResampler.between(np.arange(400.0, 1001.0, 5.0), np.linspace(400.0, 2500.0, 211))

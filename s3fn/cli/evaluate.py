@@ -6,7 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from s3fn.cli.common import set_threads
+from s3fn.cli.common import add_band_tolerance, set_threads
 from s3fn.data.opening import open_data
 from s3fn.data.split_files import saved_test_part, scoring_target, trained_pixels
 from s3fn.evaluate import markdown_table, run_seeds
@@ -40,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="window-sampling seeds")
     parser.add_argument("--out", help="folder for metrics.json and report.md")
+    add_band_tolerance(parser)
     parser.add_argument("--threads", type=int, help="CPU threads")
     parser.set_defaults(run=run)
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     bundle, run_dir = locate_bundle(args.model)
     classifier = Classifier.load(bundle)
+    classifier.band_tolerance = args.band_tolerance
     target = scoring_target(run_dir, args.data, args.labels, args.classes, args.key, args.part)
     data = open_data(target.data, labels=target.labels, classes=target.classes, key=target.key)
     if data.class_names != classifier.class_names:

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 from s3fn import process_group
-from s3fn.cli.common import set_threads
+from s3fn.cli.common import add_band_tolerance, set_threads
 from s3fn.data import read_cube
 from s3fn.inference import Classifier, locate_bundle
 from s3fn.inference.maps import DEFAULT_TILE
@@ -39,6 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--key", help="array name inside .mat/.npz/HDF5 cube files")
     parser.add_argument("--out", help="folder for predictions.csv / the maps (default: .)")
+    add_band_tolerance(parser)
     parser.add_argument("--threads", type=int, help="CPU threads")
     parser.set_defaults(run=run)
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Predict every cube; print the labels and where the files went."""
     set_threads(args.threads)
     classifier = Classifier.load(locate_bundle(args.bundle)[0])
+    classifier.band_tolerance = args.band_tolerance
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     if args.map:

@@ -22,6 +22,7 @@ from importlib import import_module
 # Where each name lives, imported on first use: `s3fn.io` reads files with `s3fn.data.cube`
 # and the datasets read files with `s3fn.io`, so importing this package loads neither.
 _HOMES = {
+    "BandFillWarning": "s3fn.data.resample",
     "BandResampler": "s3fn.data.resample",
     "Cube": "s3fn.data.cube",
     "CubeSource": "s3fn.io",

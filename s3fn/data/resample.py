@@ -7,7 +7,9 @@ source band is a Gaussian response of its own FWHM, a source band's weight is th
 integrated over that response, and each target's weights are normalised to sum to 1. A band
 set that equals the target within 1 nm gives the identity; a target band that the source
 already has (centre and FWHM both within 1 nm) is taken as it is, not smoothed with its
-neighbours. Target bands that the source does not cover are refused, never extrapolated.
+neighbours. Target bands that the source does not cover are refused, except edge bands (beyond
+the source's lowest or highest centre) within a tolerance: those take the value of the nearest
+covered target band, with a `BandFillWarning` naming them. Interior gaps are never filled.
 
 Wavelengths are band centres in nm, in any order (the matrix keeps the order given: rows follow
 the source bands, columns the target bands); a missing FWHM is estimated as the distance to the
@@ -17,6 +19,7 @@ nearest neighbouring band.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +32,18 @@ SAME_BAND_NM = 1.0
 """Band centres (and, band by band, FWHMs too) that differ by at most this many nm are the same."""
 MIN_COVERED_WEIGHT = 0.5
 """A target band needs at least this fraction of its SRF inside the source's wavelength range."""
+# By default an edge band may lie EDGE_TOLERANCE_NM nm, or EDGE_TOLERANCE_FWHMS of its own FWHMs,
+# outside the source's range (whichever is larger): an airborne sensor's range against a
+# spaceborne one's.
+EDGE_TOLERANCE_NM = 20.0
+EDGE_TOLERANCE_FWHMS = 2.0
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _MAX_RANGES_NAMED = 4
+
+
+class BandFillWarning(UserWarning):
+    """Target bands just outside the cube's range were filled from the nearest covered band."""
 
 
 class BandResampler:
@@ -60,14 +72,20 @@ class BandResampler:
         *,
         source_fwhm: npt.ArrayLike | None = None,
         target_fwhm: npt.ArrayLike | None = None,
+        band_tolerance: float | None = None,
         where: str = "cube",
     ) -> BandResampler:
         """The resampler from source band centres (nm) to target band centres (nm).
 
         FWHMs (nm, one per band or one for all) are estimated from the band spacing when None.
-        `where` names the source (a file) at the start of every error message. Raises
-        `S3FNDataError` on bad wavelengths or FWHMs and on target bands the source does not cover.
+        Uncovered target bands below the lowest or above the highest source centre by at most
+        `band_tolerance` nm (None: 20 nm or two of the band's FWHMs, whichever is larger) are
+        filled (see `_fill_edges`) with a `BandFillWarning`. `where` names the source (a file)
+        at the start of every message. Raises `S3FNDataError` on bad wavelengths or FWHMs and
+        on any other target band the source does not cover.
         """
+        if band_tolerance is not None and not 0 <= band_tolerance < math.inf:
+            raise ValueError(f"band_tolerance={band_tolerance}; expected a finite number >= 0 (nm)")
         source = _wavelengths(source_wavelengths, where, "wavelengths")
         target = _wavelengths(target_wavelengths, where, "target wavelengths")
         source_given = _given_fwhm(source_fwhm, source.shape, where, "fwhm")
@@ -84,11 +102,17 @@ class BandResampler:
         same = (np.abs(source[:, None] - target[None, :]) <= SAME_BAND_NM) & (
             np.abs(source_width[:, None] - target_width[None, :]) <= SAME_BAND_NM
         )
-        _check_coverage(source, source_width, target, target_width, same.any(axis=0), where)
+        missing = _missing(source, source_width, target, target_width, same.any(axis=0))
+        tolerance = _tolerance(band_tolerance, target_width)
+        edges = _fillable_edges(source, target, missing, tolerance)
+        if (missing & ~edges).any():
+            raise _refusal(source, source_width, target, missing, where)
         matrix = _srf_weights(source, source_width, target, target_width)
         kept = np.flatnonzero(same.any(axis=0))
         matrix[:, kept] = 0.0
         matrix[same[:, kept].argmax(axis=0), kept] = 1.0
+        if edges.any():
+            _fill_edges(matrix, source, source_width, target, edges, where)
         return cls(matrix)
 
     @property
@@ -170,15 +194,14 @@ def _srf_weights(
     return weight / weight.sum(axis=0)
 
 
-def _check_coverage(
+def _missing(
     source: np.ndarray,
     source_fwhm: np.ndarray,
     target: np.ndarray,
     target_fwhm: np.ndarray,
     same: np.ndarray,
-    where: str,
-) -> None:
-    """Refuse target bands with no source band near their centre or most of their SRF outside.
+) -> np.ndarray:
+    """Target bands with no source band near their centre or most of their SRF outside.
 
     Near: a source band's half-maximum interval reaches within one target FWHM of the centre.
     """
@@ -188,16 +211,85 @@ def _check_coverage(
     high = float((source + source_fwhm / 2).max())
     sigma = target_fwhm / _FWHM_PER_SIGMA
     inside = ndtr((high - target) / sigma) - ndtr((low - target) / sigma)
-    missing = ~same & (~near | (inside < MIN_COVERED_WEIGHT))
-    if not missing.any():
-        return
+    return ~same & (~near | (inside < MIN_COVERED_WEIGHT))
+
+
+def _tolerance(band_tolerance: float | None, target_fwhm: np.ndarray) -> np.ndarray:
+    """How far (nm) each target band may lie outside the source's range and still be filled."""
+    if band_tolerance is None:
+        return np.maximum(EDGE_TOLERANCE_NM, EDGE_TOLERANCE_FWHMS * target_fwhm)
+    return np.full_like(target_fwhm, float(band_tolerance))
+
+
+def _outside(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """How many nm each target centre lies below the lowest or above the highest source centre
+    (0 inside that range)."""
+    return np.maximum(source.min() - target, 0.0) + np.maximum(target - source.max(), 0.0)
+
+
+def _fillable_edges(
+    source: np.ndarray, target: np.ndarray, missing: np.ndarray, tolerance: np.ndarray
+) -> np.ndarray:
+    """Missing target bands outside the source's range by at most their tolerance, where some
+    target band is covered to fill them from."""
+    outside = _outside(source, target)
+    if missing.all():
+        return np.zeros_like(missing)
+    return missing & (outside > 0) & (outside <= tolerance)
+
+
+def _fill_edges(
+    matrix: np.ndarray,
+    source: np.ndarray,
+    source_fwhm: np.ndarray,
+    target: np.ndarray,
+    edges: np.ndarray,
+    where: str,
+) -> None:
+    """Give each edge band the weights (so the value) of the nearest covered target band, and
+    warn naming them.
+
+    A flat extension at the trained bands' own resolution: the nearest covered band is already
+    the cube's edge seen through the trained SRF, whereas a slope extrapolated from the sensor's
+    edge bands, the noisiest it has, would amplify their noise into values no surface shows.
+    """
+    covered = np.flatnonzero(~edges)
+    filled = np.flatnonzero(edges)
+    nearest = covered[np.abs(target[covered][None, :] - target[filled][:, None]).argmin(axis=1)]
+    matrix[:, filled] = matrix[:, nearest]
+    outside = _outside(source, target)
+    order = np.argsort(target[filled])
+    named = ", ".join(
+        f"{_nm(target[band])} nm ({_nm(outside[band])} nm "
+        f"{'below' if target[band] < source.min() else 'above'}; filled from "
+        f"{_nm(target[fill])} nm)"
+        for band, fill in zip(filled[order], nearest[order], strict=True)
+    )
+    covered_range = ", ".join(_ranges(*_source_runs(source, source_fwhm)))
+    warnings.warn(
+        BandFillWarning(
+            f"{where}: bands cover {covered_range} nm; the classifier's bands at {named} lie "
+            "outside them and take the value of the nearest covered band"
+        ),
+        stacklevel=4,
+    )
+
+
+def _refusal(
+    source: np.ndarray,
+    source_fwhm: np.ndarray,
+    target: np.ndarray,
+    missing: np.ndarray,
+    where: str,
+) -> S3FNDataError:
+    """The error naming the source's covered ranges and the target ranges it lacks."""
     order = np.argsort(target)
     ranges = _ranges(target[order], missing[order])
     named = ", ".join(ranges[:_MAX_RANGES_NAMED])
     if len(ranges) > _MAX_RANGES_NAMED:
         named += f" and {len(ranges) - _MAX_RANGES_NAMED} more ranges"
     covered = ", ".join(_ranges(*_source_runs(source, source_fwhm)))
-    raise S3FNDataError(
+    return S3FNDataError(
         f"{where}: bands cover {covered} nm; the classifier needs bands at {named} nm "
         f"({int(missing.sum())} of {len(target)} bands), which cannot be resampled from them"
     )

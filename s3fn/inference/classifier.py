@@ -42,6 +42,8 @@ class Classifier:
     inside the object mask, which is "band sum > `mask_threshold`" unless given;
     `predict_map` classifies every pixel from the window centred on it (reflect-padded at the
     borders). `kind` says whether it was trained on object-level or scene-level data.
+    `band_tolerance` (nm, settable) is how far a trained band may lie outside a cube's range
+    and still be filled from the nearest covered band (None: 20 nm or two band widths).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Classifier:
         kind: str = "object",
         batch_size: int = 256,
         info: Mapping[str, Any] | None = None,
+        band_tolerance: float | None = None,
     ) -> None:
         self.model = model.eval()
         self.preprocessor = preprocessor
@@ -70,6 +73,7 @@ class Classifier:
         self.kind = kind
         self.batch_size = int(batch_size)
         self.info = dict(info or {})
+        self.band_tolerance = band_tolerance
         n_outputs = getattr(model, "n_classes", len(self.class_names))
         if n_outputs != len(self.class_names):
             raise ValueError(
@@ -163,7 +167,12 @@ class Classifier:
         """The map of `source` tile by tile (see `s3fn.inference.maps.map_tiles`)."""
         where = f"predict_map: {source.path or 'cube'}"
         to_bands = band_map(
-            self.preprocessor, source.shape[2], source.wavelengths, source.fwhm, where
+            self.preprocessor,
+            source.shape[2],
+            source.wavelengths,
+            source.fwhm,
+            where,
+            band_tolerance=self.band_tolerance,
         )
         return map_tiles(
             self.model,
@@ -290,6 +299,7 @@ class Classifier:
             cube.wavelengths if isinstance(cube, Cube) else None,
             getattr(cube, "fwhm", None),
             where,
+            band_tolerance=self.band_tolerance,
         )
         return to_bands(data)
 

@@ -105,15 +105,12 @@ def _shared(
         for path, (shape, dtype) in zip(scratch, shapes, strict=True):
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
     process_group.barrier()
-    sinks = [_ScratchArray(path) for path in scratch]
-    origins = tile_origins(height, width, tile)[rank::world]
-    bar = progress.bar(len(origins), f"mapping {source.path} (rank {rank})", "tile")
-    tiles = classifier.map_tiles(source, tile=tile, origins=origins)
-    write_tiles(tiles, *sinks, on_tile=lambda _: bar.update(1))
-    bar.close()
-    for sink in sinks:
-        sink.array.flush()
-    del sinks
+    try:
+        _scratch_tiles(classifier, source, scratch, tile, progress, rank, world)
+    except BaseException:  # a cube broken past its first tiles: no scratch left beside the maps
+        for path in scratch:
+            path.unlink(missing_ok=True)
+        raise
     process_group.barrier()
     written = []
     if rank == 0:
@@ -138,6 +135,27 @@ def _shared(
             written.append(path)
     process_group.barrier()
     return written
+
+
+def _scratch_tiles(
+    classifier: Classifier,
+    source: CubeSource,
+    scratch: list[Path],
+    tile: int,
+    progress: Progress,
+    rank: int,
+    world: int,
+) -> None:
+    """Map this rank's share of the tiles into the scratch arrays."""
+    height, width = source.shape[:2]
+    sinks = [_ScratchArray(path) for path in scratch]
+    origins = tile_origins(height, width, tile)[rank::world]
+    bar = progress.bar(len(origins), f"mapping {source.path} (rank {rank})", "tile")
+    tiles = classifier.map_tiles(source, tile=tile, origins=origins)
+    write_tiles(tiles, *sinks, on_tile=lambda _: bar.update(1))
+    bar.close()
+    for sink in sinks:
+        sink.array.flush()
 
 
 def preview(labels_path: Path, class_names: list[str], title: str) -> Path | None:

@@ -73,6 +73,7 @@ def open_source(path: str | os.PathLike, *, key: str | None = None) -> CubeSourc
         container.handle,
         wavelengths=container.wavelengths,
         nodata=nodata,
+        file_format="HDF5" if container.handle is not None else path.suffix.lower(),
     )
 
 

@@ -142,6 +142,7 @@ def open_envi_source(path: Path) -> CubeSource:
         transform=transform,
         nodata=nodata,
         scaling=scaling,
+        file_format="ENVI",
     )
 
 

@@ -76,7 +76,7 @@ def open_raster(path: Path, key: str | None, what: str) -> CubeSource:
         for part, _ in parts:
             part.close()
         raise
-    return RasterSource(parts, path, field, **meta)
+    return RasterSource(parts, path, field, file_format=what, **meta)
 
 
 def _raster_parts(

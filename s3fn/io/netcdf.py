@@ -21,7 +21,9 @@ def open_netcdf(path: Path, key: str | None) -> CubeSource:
     try:
         with h5py.File(path, "r") as handle:
             emit = "sensor_band_parameters" in handle
-    except OSError:  # NetCDF classic (v3) is not HDF5; GDAL reads it
+    except OSError as exc:  # NetCDF classic (v3) is not HDF5; GDAL reads it
+        if h5py.is_hdf5(path):  # NetCDF-4 that HDF5 itself cannot open: say why, not GDAL
+            raise S3FNDataError(f"{path}: truncated or corrupt NetCDF-4 file ({exc})") from exc
         emit = False
     return open_emit(path, key) if emit else open_raster(path, key, "NetCDF")
 
@@ -59,7 +61,7 @@ def open_emit(path: Path, key: str | None) -> CubeSource:
     except BaseException:
         container.close()
         raise
-    return ArraySource(array, path, container.name, handle, **meta)
+    return ArraySource(array, path, container.name, handle, file_format="NetCDF", **meta)
 
 
 def _emit_georeferencing(

@@ -49,7 +49,8 @@ class CubeSource:
 
     `wavelengths` and `fwhm` are in nm, `good_bands` is True where the file marks a band usable;
     each is None when the file does not say. `crs` (WKT) and `transform` (GDAL geotransform)
-    place the pixel grid on the ground, or are None. Close it, or use it as a context manager.
+    place the pixel grid on the ground, or are None. `file_format` names the format in the
+    message of a read that fails. Close it, or use it as a context manager.
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class CubeSource:
         transform: Geotransform | None = None,
         nodata: tuple[np.ndarray, np.ndarray] | None = None,
         scaling: tuple[np.ndarray, np.ndarray] | None = None,
+        file_format: str | None = None,
     ) -> None:
         self.path = path
+        self.file_format = file_format
         self.shape = shape
         self.field = field
         self.wavelengths = wavelengths
@@ -90,7 +93,9 @@ class CubeSource:
         """Pixels `rows` x `cols` as an h x w x B float32 C-contiguous array of its own.
 
         The file's scaling is applied and its no-data pixels read as 0 (no reflectance, as
-        outside an object's mask); NaN or Inf anywhere else raise `S3FNDataError`.
+        outside an object's mask); NaN or Inf anywhere else raise `S3FNDataError`, and so does
+        a block the file cannot give (truncated or corrupt), naming the file: a scene read tile
+        by tile may be broken only past its first tiles.
         """
         if self._closed:
             raise ValueError(f"{self._name}: the source is closed")
@@ -99,7 +104,13 @@ class CubeSource:
         c0, c1 = _span(cols, width, "cols")
         if r1 == r0 or c1 == c0:
             return np.zeros((r1 - r0, c1 - c0, bands), np.float32)
-        raw = np.asarray(self._read(r0, r1, c0, c1))
+        try:
+            raw = np.asarray(self._read(r0, r1, c0, c1))
+        except OSError as exc:  # GDAL's and HDF5's read errors
+            raise S3FNDataError(
+                f"{self._name}: truncated or corrupt {self.file_format or 'file'} (reading rows "
+                f"{r0}:{r1}, columns {c0}:{c1}: {_innermost_reason(exc)})"
+            ) from exc
         data = np.array(raw, dtype=np.float32, order="C")
         if self._scaling is not None:
             gain, offset = self._scaling
@@ -160,6 +171,14 @@ class ArraySource(CubeSource):
         self._array = None
         if self._handle is not None:
             self._handle.close()
+
+
+def _innermost_reason(exc: BaseException) -> str:
+    """The message of the innermost cause: the reader's own words, where rasterio wraps GDAL's
+    in 'Read failed. See previous exception for details.'"""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _release_pages(array: Any) -> None:
