@@ -125,7 +125,8 @@ class Classifier:
     def predict_pixels(
         self, cube: Cube | np.ndarray, pixels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2)."""
+        """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2);
+        -1 and NaN at no-data pixels."""
         data = self._check_cube(cube, "predict_pixels")
         pixels = np.asarray(pixels, dtype=np.int64).reshape(-1, 2)
         return self._classify_centres(data, pixels, "predict_pixels")
@@ -138,8 +139,9 @@ class Classifier:
         return_probabilities: bool = False,
         tile: int = DEFAULT_TILE,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """H x W map of class indices, -1 outside `mask` (default: every pixel); with
-        `return_probabilities`, also the H x W x K probabilities (0 outside the mask).
+        """H x W map of class indices, -1 outside `mask` (default: every pixel) and at no-data
+        pixels (any band NaN or the file's no-data value); with `return_probabilities`, also
+        the H x W x K probabilities (0 outside the mask, NaN at no data).
 
         Each pixel gets the label of the window centred on it (reflect-padded at the borders);
         the network runs densely over `tile` x `tile` tiles. A `CubeSource` is read lazily, but
