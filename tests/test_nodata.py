@@ -230,3 +230,6 @@ def test_training_leaves_out_labels_on_no_data_and_warns_with_their_count():
     assert np.isfinite(batch.windows).all()
     np.testing.assert_array_equal(batch.windows[0][:, 1:7, :2], 0.0)  # rows 10:16, cols 8:10
     assert (classifier.predict_map(scene.cube)[10:16, 4:10] == -1).all()
+    scored = np.array([[12, 6], [12, 20], [3, 3]])  # the first on no data, not scored
+    result = classifier.evaluate(scene, scored)
+    assert result.windows.total == 2 and len(result.probabilities) == 2

@@ -19,6 +19,7 @@ from torch import nn
 
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.preprocess import Preprocessor
 from s3fn.evaluate.metrics import Report
 from s3fn.evaluate.predict import Evaluation
@@ -228,9 +229,11 @@ class Classifier:
         self, data: ObjectDataset | SceneDataset, part: Sequence[int] | np.ndarray | None = None
     ) -> Evaluation:
         """Score on the images `part` of an object dataset (window- and image-level), or on the
-        pixels `part` (P x 2) of a scene (per pixel); default: everything."""
+        pixels `part` (P x 2) of a scene (per pixel; no-data pixels are not scored); default:
+        everything."""
         if isinstance(data, SceneDataset):
             pixels = np.argwhere(data.labels > 0) if part is None else np.asarray(part)
+            pixels = pixels[~nodata_pixels(data.cube.data[pixels[:, 0], pixels[:, 1]])]
             labels, probabilities = self.predict_pixels(data.cube, pixels)
             truth = data.labels[pixels[:, 0], pixels[:, 1]] - 1
             report = Report.from_labels(truth, labels, self.class_names)
