@@ -11,7 +11,15 @@ import torch
 from spectral import envi
 
 from s3fn.cli import main
-from s3fn.data import Cube, Preprocessor, SceneDataset, iter_scene_windows, split_scene
+from s3fn.data import (
+    Cube,
+    Preprocessor,
+    S3FNDataError,
+    SceneDataset,
+    iter_scene_windows,
+    split_scene,
+)
+from s3fn.data.cube import as_cube_array
 from s3fn.data.nodata import NoDataWarning, nodata_pixels
 from s3fn.data.windows import WindowCutter
 from s3fn.inference import Classifier
@@ -233,3 +241,14 @@ def test_training_leaves_out_labels_on_no_data_and_warns_with_their_count():
     scored = np.array([[12, 6], [12, 20], [3, 3]])  # the first on no data, not scored
     result = classifier.evaluate(scene, scored)
     assert result.windows.total == 2 and len(result.probabilities) == 2
+
+
+def test_an_in_memory_cube_with_one_nan_band_is_no_data_in_every_band():
+    cube = _scene()[:6, :6]
+    cube[2, 3, 4] = np.nan
+    checked = as_cube_array(cube, "test", "cube")
+    assert np.isnan(checked[2, 3]).all() and np.isnan(checked).sum() == BANDS
+    assert np.isnan(cube).sum() == 1  # the caller's array is left as it was
+    cube[0, 0, 0] = np.inf
+    with pytest.raises(S3FNDataError, match=r"test: cube has 1 Inf values \(first at row 0"):
+        as_cube_array(cube, "test", "cube")
