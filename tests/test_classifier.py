@@ -138,9 +138,9 @@ def test_band_count_mismatch_names_both_numbers(s3fn_classifier):
 
 def test_bad_cubes_get_one_line_errors(s3fn_classifier):
     bad = np.ones((18, 18, BANDS), np.float32)
-    bad[2, 3, 1] = np.nan
+    bad[2, 3, 1] = np.inf
     cases = [
-        (bad, "1 NaN and 0 Inf values"),
+        (bad, "1 Inf values"),
         (np.ones((18, BANDS), np.float32), "expected a 3-D HxWxB cube"),
         (np.zeros((18, 18, BANDS), np.float32), "mask of the 18x18 image is empty"),
         (np.ones((6, 6, BANDS), np.float32), "6x6 image is smaller than a 8x8 window"),

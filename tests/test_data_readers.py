@@ -193,18 +193,22 @@ def test_two_dimensional_array_where_a_cube_is_needed(tmp_path):
         read_cube(tmp_path / "gt.mat", key="gt")
 
 
-def test_nan_and_inf_are_counted_and_located(tmp_path):
+def test_inf_is_counted_and_located_while_nan_is_no_data(tmp_path):
     data = cube(4, 5, 3)
     data[1, 2, 0] = np.nan
-    data[3, 0, 2] = np.nan
+    data[3, 0, 2] = np.inf
     data[2, 4, 1] = np.inf
     np.save(tmp_path / "holes.npy", data)
     with pytest.raises(
         S3FNDataError,
-        match=r"holes\.npy: array has 2 NaN and 1 Inf values "
-        r"\(first at row 1, column 2, band 0\); expected finite values",
+        match=r"holes\.npy: array has 2 Inf values "
+        r"\(first at row 2, column 4, band 1\); expected finite values or NaN \(no data\)",
     ):
         read_cube(tmp_path / "holes.npy")
+    data[np.isinf(data)] = 0.0
+    np.save(tmp_path / "holes.npy", data)
+    read = read_cube(tmp_path / "holes.npy").data
+    assert np.isnan(read[1, 2]).all() and np.isnan(read).sum() == 3
 
 
 def test_choice_among_several_arrays(tmp_path):

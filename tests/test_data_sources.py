@@ -312,7 +312,7 @@ def test_enmap_geotiff_band_characterisation_and_nodata(tmp_path):
         np.testing.assert_allclose(source.wavelengths, [418.4, 423.4, 428.4])
         np.testing.assert_allclose(source.fwhm, [6.5, 7.5, 8.5])
         whole = source.read(slice(None), slice(None))
-    np.testing.assert_array_equal(whole[0, 0], 0.0)  # no data reads as no reflectance
+    assert np.isnan(whole[0, 0]).all()  # no data reads as NaN in every band
     np.testing.assert_array_equal(whole[1:], data[1:])
 
 
@@ -328,7 +328,7 @@ def test_emit_netcdf_swath(tmp_path):
         # the geotransform is that of the lookup table's orthorectified grid, not the swath's
         assert source.crs is None and source.transform is None
         expected = data.copy()
-        expected[2, 3] = 0.0
+        expected[2, 3] = np.nan
         assert_reads_by_windows(source, expected, (4, 3))
     cube_read = read_cube(path)
     np.testing.assert_array_equal(cube_read.good_bands, [True, False, True, True, True])
@@ -379,9 +379,11 @@ def test_envi_scale_and_ignore_value(tmp_path):
         tmp_path, data, **{"reflectance scale factor": 10000, "data ignore value": -9999}
     )
     expected = data / np.float32(10000)
-    expected[1, 1, 0] = 0.0
+    expected[1, 1] = np.nan  # one band at the ignore value: the whole pixel is no data
     with open_source(header) as source:
         np.testing.assert_allclose(source.read(slice(None), slice(None)), expected, rtol=1e-6)
+        zeroed = source.read(slice(None), slice(None), nodata=0.0)
+    np.testing.assert_array_equal(zeroed[1, 1], 0.0)
 
 
 def test_from_array_and_cube():
@@ -399,16 +401,19 @@ def test_from_array_and_cube():
         source.read(slice(None), slice(None))
 
 
-def test_nan_is_reported_only_where_read(tmp_path):
+def test_inf_is_reported_only_where_read_and_nan_is_no_data(tmp_path):
     data = cube(8, 6, 3)
-    data[5, 4, 2] = np.nan
+    data[5, 4, 2] = np.inf
+    data[1, 1, 0] = np.nan
     np.save(tmp_path / "holes.npy", data)
     with open_source(tmp_path / "holes.npy") as source:
-        np.testing.assert_array_equal(source.read(slice(0, 4), slice(None)), data[:4])
+        expected = data[:4].copy()
+        expected[1, 1] = np.nan  # one NaN band makes the whole pixel no data
+        np.testing.assert_array_equal(source.read(slice(0, 4), slice(None)), expected)
         with pytest.raises(
             S3FNDataError,
-            match=r"holes\.npy: array rows 4:8, columns 2:6 has 1 NaN and 0 Inf values "
-            r"\(first at row 1, column 2, band 2\); expected finite values",
+            match=r"holes\.npy: array rows 4:8, columns 2:6 has 1 Inf values "
+            r"\(first at row 1, column 2, band 2\); expected finite values or NaN \(no data\)",
         ):
             source.read(slice(4, 8), slice(2, 6))
 

@@ -125,8 +125,8 @@ def test_tile_by_tile_equals_one_whole_write(tmp_path, suffix, kind):
         open_source(tmp_path / f"tiles{suffix}") as tiles,
         open_source(tmp_path / f"whole{suffix}") as one,
     ):
-        by_tiles = tiles.read(slice(None), slice(None))
-        np.testing.assert_array_equal(by_tiles, one.read(slice(None), slice(None)))
+        by_tiles = tiles.read(slice(None), slice(None), nodata=0.0)
+        np.testing.assert_array_equal(by_tiles, one.read(slice(None), slice(None), nodata=0.0))
     expected = whole[..., None] + 1 if kind == "labels" else whole
     np.testing.assert_array_equal(by_tiles, expected)
 
@@ -154,7 +154,7 @@ def test_without_georeferencing_maps_are_plain_and_quiet(tmp_path, capfd, name):
         with open_source(path) as source:
             assert source.crs is None and source.transform is None
             np.testing.assert_array_equal(
-                source.read(slice(None), slice(None))[..., 0], label_map() + 1
+                source.read(slice(None), slice(None), nodata=0.0)[..., 0], label_map() + 1
             )
     info = gdalinfo(path)
     assert "coordinateSystem" not in info or not info["coordinateSystem"].get("wkt")
@@ -233,6 +233,7 @@ def test_a_map_larger_than_its_tiles_is_never_held_whole(tmp_path, name):
     assert peak < 4 * 2**20, f"writing a 64 x 64 tile of an 8192 x 8192 map took {peak} bytes"
     with open_source(tmp_path / name) as source:
         np.testing.assert_array_equal(
-            source.read(slice(4096, 4160), slice(512, 576))[..., 0], label_map(64, 64) + 1
+            source.read(slice(4096, 4160), slice(512, 576), nodata=0.0)[..., 0],
+            label_map(64, 64) + 1,
         )
-        assert not source.read(slice(0, 512), slice(0, 512)).any()
+        assert not source.read(slice(0, 512), slice(0, 512), nodata=0.0).any()

@@ -27,6 +27,7 @@ _HOMES = {
     "Cube": "s3fn.data.cube",
     "CubeSource": "s3fn.io",
     "LeakageError": "s3fn.data.errors",
+    "NoDataWarning": "s3fn.data.nodata",
     "ObjectDataset": "s3fn.data.datasets",
     "ObjectImage": "s3fn.data.datasets",
     "ObjectSample": "s3fn.data.datasets",

@@ -62,12 +62,20 @@ class Cube:
 
 
 def as_cube_array(array: np.ndarray, source: str, field: str) -> np.ndarray:
-    """Check that `array` is a finite real 3-D cube and return it as C-contiguous float32."""
+    """Check that `array` is a real 3-D cube without Inf and return it as C-contiguous float32,
+    NaN in every band of a pixel where any band is NaN (no data, `s3fn.data.nodata`)."""
     check_cube_layout(array.shape, array.dtype, source, field)
     data = np.ascontiguousarray(array, dtype=np.float32)
     if not data.flags.writeable:  # still a read-only view of a memory-mapped file
         data = data.copy()
-    check_finite(data, source, field)
+    check_finite(data, source, field, nan_ok=True)
+    nan = np.isnan(data)
+    if nan.any():
+        partial = nan.any(axis=2) & ~nan.all(axis=2)
+        if partial.any():
+            if np.shares_memory(data, array):  # the caller's own array: left as it is
+                data = data.copy()
+            data[partial] = np.nan
     return data
 
 
@@ -84,20 +92,26 @@ def check_cube_layout(shape: tuple[int, ...], dtype: np.dtype, source: str, fiel
         raise S3FNDataError(f"{source}: {field} has dtype {dtype}; expected real numbers")
 
 
-def check_finite(data: np.ndarray, source: str, field: str) -> None:
-    """Raise if `data` holds NaN or Inf, saying how many and where the first one is."""
+def check_finite(data: np.ndarray, source: str, field: str, *, nan_ok: bool = False) -> None:
+    """Raise if `data` holds NaN or Inf, saying how many and where the first one is; with
+    `nan_ok`, only Inf (cubes, where NaN marks no data)."""
     finite = np.isfinite(data)
     if finite.all():
         return
-    n_nan = int(np.isnan(data).sum())
-    n_inf = int(data.size - finite.sum()) - n_nan
-    where = np.unravel_index(int(np.argmin(finite)), data.shape)
+    nan = np.isnan(data)
+    bad = ~finite & ~nan if nan_ok else ~finite
+    if not bad.any():
+        return
+    n_nan = int(nan.sum())
+    n_inf = int((~finite).sum()) - n_nan
+    where = np.unravel_index(int(np.argmax(bad)), data.shape)
     position = ", ".join(
         f"{axis} {int(i)}" for axis, i in zip(("row", "column", "band"), where, strict=False)
     )
+    counted = f"{n_inf} Inf values" if nan_ok else f"{n_nan} NaN and {n_inf} Inf values"
+    expected = "finite values or NaN (no data)" if nan_ok else "finite values"
     raise S3FNDataError(
-        f"{source}: {field} has {n_nan} NaN and {n_inf} Inf values (first at {position}); "
-        "expected finite values"
+        f"{source}: {field} has {counted} (first at {position}); expected {expected}"
     )
 
 

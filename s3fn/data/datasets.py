@@ -12,6 +12,7 @@ import numpy as np
 
 from s3fn.data.cube import Cube
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import drop_nodata_labels, nodata_pixels
 from s3fn.io import is_supported, read_cube, read_labels
 
 MASK_SUFFIX = "_mask"
@@ -40,7 +41,8 @@ class ObjectDataset:
     """Object-level dataset: one label per image, each image read from its file when indexed.
 
     The object mask comes from the image's mask file (non-zero = object) or, without one, from
-    "sum of the bands > `threshold`", since such images have zero reflectance off the object.
+    "sum of the bands > `threshold`", since such images have zero reflectance off the object;
+    no-data pixels are never inside it (a mask file marking them warns).
     `labels` (int64, one class index per image) and `image_ids` (paths relative to `root`) are
     known without reading any image.
     """
@@ -157,12 +159,17 @@ class ObjectDataset:
                     f"{image.mask_path}: mask is {mask.shape}; expected {cube.shape[:2]} like "
                     f"its image {image.path.name}"
                 )
+            mask = drop_nodata_labels(mask, nodata_pixels(cube.data), str(image.mask_path))
         return ObjectSample(cube, mask, image.label, self.image_ids[index])
 
 
 @dataclass(eq=False)
 class SceneDataset:
-    """Scene-level dataset: one cube and an HxW label map, 0 = unlabelled, k = class_names[k-1]."""
+    """Scene-level dataset: one cube and an HxW label map, 0 = unlabelled, k = class_names[k-1].
+
+    Labels on no-data pixels (any band NaN) are dropped to 0, with a `NoDataWarning` counting
+    them: such a pixel has no spectrum to learn from.
+    """
 
     cube: Cube
     labels: np.ndarray
@@ -182,6 +189,7 @@ class SceneDataset:
                 f"{self.name}: label map holds {top} but there are {len(self.class_names)} class "
                 f"names; expected labels 0..{len(self.class_names)}"
             )
+        self.labels = drop_nodata_labels(self.labels, nodata_pixels(self.cube.data), self.name)
 
     @classmethod
     def from_files(

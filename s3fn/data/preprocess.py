@@ -16,6 +16,7 @@ import torch
 from s3fn.data.covariance import RunningCovariance
 from s3fn.data.cube import Cube
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import nodata_pixels
 
 FORMAT = "s3fn.preprocessor"
 VERSION = 1
@@ -23,7 +24,8 @@ _ARRAYS = ("mean", "scale", "components", "explained_variance")
 
 
 class Preprocessor:
-    """z = (x - mean) / scale per band, then y = components @ z: B bands in, C components out.
+    """z = (x - mean) / scale per band, then y = components @ z: B bands in, C components out;
+    a no-data pixel (any band NaN) gives y = 0, as the training mean spectrum would.
 
     Build it with `Preprocessor.fit`; `transform_pixels`, `transform_cube` and `transform_windows`
     apply it to (..., B) pixels, HxWxB cubes and NxBxhxw windows (NumPy or torch).
@@ -70,7 +72,7 @@ class Preprocessor:
         Keeps `n_components` components when given, else the fewest whose explained variance
         reaches the fraction `variance` of the total, clipped to `components_range` (fewest,
         most) when given: noisy bands would otherwise each keep a component of their own.
-        Bands that are constant get scale 1.
+        Bands that are constant get scale 1. Pixels with a NaN band (no data) are left out.
         """
         if n_components is None and not 0.0 < variance <= 1.0:
             raise S3FNDataError(f"variance={variance!r}: expected a fraction in (0, 1]")
@@ -80,6 +82,8 @@ class Preprocessor:
             chunk = np.asarray(chunk)
             if stats is None:
                 stats = RunningCovariance(chunk.shape[-1], chunk_rows)
+            if np.isnan(chunk).any():  # no-data pixels say nothing of the training data
+                chunk = chunk[~nodata_pixels(chunk)]
             stats.update(chunk)
         if stats is None:
             raise S3FNDataError("no pixels were given; expected at least one training pixel")
@@ -119,6 +123,7 @@ class Preprocessor:
         """Map (..., B) pixels to (..., C) float32, in chunks of `chunk_rows` pixels.
 
         Computed as one float32 matmul and bias per chunk: pixels @ (components / scale).T + bias.
+        No-data pixels (any band NaN) map to 0: the training mean, exactly.
         """
         pixels = np.asarray(pixels)
         self._check_bands(pixels.shape[-1], "pixels")
@@ -129,6 +134,7 @@ class Preprocessor:
             target = out[start : start + chunk_rows]
             np.matmul(chunk, self._weights32, out=target)
             target += self._bias32
+            _fill_nodata(target)
         return out.reshape(*pixels.shape[:-1], self.n_components)
 
     def transform_cube(self, cube: Cube | np.ndarray) -> np.ndarray:
@@ -152,7 +158,9 @@ class Preprocessor:
             bias = torch.from_numpy(self._bias32).to(windows.device)
             weights = torch.from_numpy(self._weights32).to(windows.device)
             pixels = windows.to(torch.float32).permute(0, 2, 3, 1)
-            return torch.add(pixels @ weights, bias).permute(0, 3, 1, 2).contiguous()
+            out = torch.add(pixels @ weights, bias)
+            out = out.masked_fill(torch.isnan(out), 0.0)  # no data: the training mean
+            return out.permute(0, 3, 1, 2).contiguous()
         pixels = self.transform_pixels(np.moveaxis(np.asarray(windows), 1, -1))
         return np.ascontiguousarray(np.moveaxis(pixels, -1, 1))
 
@@ -220,6 +228,13 @@ class Preprocessor:
             raise S3FNDataError(
                 f"{what} have {bands} bands; this preprocessor was fitted on {self.n_bands}"
             )
+
+
+def _fill_nodata(target: np.ndarray) -> None:
+    """Set to 0 (the training mean) the rows of transformed pixels that a NaN band made NaN."""
+    nan = np.isnan(target)
+    if nan.any():
+        target[nan.any(axis=1)] = 0.0
 
 
 def _n_kept(

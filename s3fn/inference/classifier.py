@@ -19,6 +19,7 @@ from torch import nn
 
 from s3fn.data.cube import Cube, as_cube_array
 from s3fn.data.datasets import ObjectDataset, SceneDataset
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.preprocess import Preprocessor
 from s3fn.evaluate.metrics import Report
 from s3fn.evaluate.predict import Evaluation
@@ -125,7 +126,8 @@ class Classifier:
     def predict_pixels(
         self, cube: Cube | np.ndarray, pixels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2)."""
+        """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2);
+        -1 and NaN at no-data pixels."""
         data = self._check_cube(cube, "predict_pixels")
         pixels = np.asarray(pixels, dtype=np.int64).reshape(-1, 2)
         return self._classify_centres(data, pixels, "predict_pixels")
@@ -138,8 +140,9 @@ class Classifier:
         return_probabilities: bool = False,
         tile: int = DEFAULT_TILE,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """H x W map of class indices, -1 outside `mask` (default: every pixel); with
-        `return_probabilities`, also the H x W x K probabilities (0 outside the mask).
+        """H x W map of class indices, -1 outside `mask` (default: every pixel) and at no-data
+        pixels (any band NaN or the file's no-data value); with `return_probabilities`, also
+        the H x W x K probabilities (0 outside the mask, NaN at no data).
 
         Each pixel gets the label of the window centred on it (reflect-padded at the borders);
         the network runs densely over `tile` x `tile` tiles. A `CubeSource` is read lazily, but
@@ -226,9 +229,11 @@ class Classifier:
         self, data: ObjectDataset | SceneDataset, part: Sequence[int] | np.ndarray | None = None
     ) -> Evaluation:
         """Score on the images `part` of an object dataset (window- and image-level), or on the
-        pixels `part` (P x 2) of a scene (per pixel); default: everything."""
+        pixels `part` (P x 2) of a scene (per pixel; no-data pixels are not scored); default:
+        everything."""
         if isinstance(data, SceneDataset):
             pixels = np.argwhere(data.labels > 0) if part is None else np.asarray(part)
+            pixels = pixels[~nodata_pixels(data.cube.data[pixels[:, 0], pixels[:, 1]])]
             labels, probabilities = self.predict_pixels(data.cube, pixels)
             truth = data.labels[pixels[:, 0], pixels[:, 1]] - 1
             report = Report.from_labels(truth, labels, self.class_names)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.windows import WindowCutter
 from s3fn.inference.dense import dense_probabilities, supports_dense
@@ -28,8 +29,8 @@ DEFAULT_TILE = 256
 
 @dataclass(frozen=True, eq=False)
 class MapTile:
-    """One tile of a map: its top-left pixel, class indices (h x w, -1 outside the mask) and
-    class probabilities (h x w x K, 0 outside the mask)."""
+    """One tile of a map: its top-left pixel, class indices (h x w, -1 outside the mask and at
+    no-data pixels) and class probabilities (h x w x K, 0 outside the mask, NaN at no data)."""
 
     row0: int
     col0: int
@@ -83,7 +84,8 @@ def map_tiles(
 
     `to_bands` maps the source's bands to those `preprocessor` takes; `mask` (H x W bool)
     limits the labelled pixels. The network runs densely where it can (`supports_dense`),
-    else window by window.
+    else window by window. No-data pixels get no class; windows reaching them see the
+    training mean there (`s3fn.data.nodata`), so pixels whose windows do not keep their labels.
     """
     height, width = source.shape[:2]
     check_reflect_size(height, width, window, where)
@@ -97,7 +99,9 @@ def map_tiles(
     dense = supports_dense(model)
     for row0, col0 in origins if origins is not None else tile_origins(height, width, tile):
         rows, cols = min(tile, height - row0), min(tile, width - col0)
-        planes = _haloed_tile(source, preprocessor, to_bands, window, row0, col0, rows, cols)
+        planes, nodata = _haloed_tile(
+            source, preprocessor, to_bands, window, row0, col0, rows, cols
+        )
         if dense:
             probabilities = dense_probabilities(model, torch.from_numpy(planes), window)
             probabilities = probabilities.cpu().numpy()
@@ -108,6 +112,8 @@ def map_tiles(
             outside = ~mask[row0 : row0 + rows, col0 : col0 + cols]
             labels[outside] = -1
             probabilities[outside] = 0.0
+        labels[nodata] = -1
+        probabilities[nodata] = np.nan
         yield MapTile(row0, col0, labels, probabilities)
 
 
@@ -120,9 +126,9 @@ def _haloed_tile(
     col0: int,
     rows: int,
     cols: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """C x (rows + h - 1) x (cols + w - 1) preprocessed planes: the tile, its halo, and the
-    reflection of the scene where the halo leaves it."""
+    reflection of the scene where the halo leaves it; and the tile's no-data pixels."""
     height, width = source.shape[:2]
     row_index = _reflected(row0, rows, window[0], height)
     col_index = _reflected(col0, cols, window[1], width)
@@ -130,9 +136,12 @@ def _haloed_tile(
     block = source.read(
         slice(r_lo, int(row_index.max()) + 1), slice(c_lo, int(col_index.max()) + 1)
     )
+    half = (window[0] // 2, window[1] // 2)
+    tile_rows, tile_cols = row_index[half[0] : half[0] + rows], col_index[half[1] : half[1] + cols]
+    nodata = nodata_pixels(block[np.ix_(tile_rows - r_lo, tile_cols - c_lo)])
     transformed = preprocessor.transform_pixels(to_bands(block))
     haloed = transformed[np.ix_(row_index - r_lo, col_index - c_lo)]
-    return np.ascontiguousarray(np.moveaxis(haloed, 2, 0))
+    return np.ascontiguousarray(np.moveaxis(haloed, 2, 0)), nodata
 
 
 def _reflected(start: int, count: int, size: int, length: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.pipeline import cut_object_windows
 from s3fn.data.preprocess import Preprocessor
 from s3fn.evaluate.predict import predict_probabilities
@@ -29,7 +30,8 @@ class ImagePrediction:
 def object_mask(
     data: np.ndarray, mask: np.ndarray | None, threshold: float, where: str
 ) -> np.ndarray:
-    """The given H x W mask as booleans, or "band sum > `threshold`" (zero background)."""
+    """The given H x W mask as booleans, or "band sum > `threshold`" (zero background); never
+    at no-data pixels, so no window drawn inside it reaches one."""
     if mask is None:
         return data.sum(axis=2) > threshold
     mask = np.asarray(mask, dtype=bool)
@@ -37,7 +39,7 @@ def object_mask(
         raise S3FNDataError(
             f"{where}: mask is {mask.shape}; expected {data.shape[:2]} like the cube"
         )
-    return mask
+    return mask & ~nodata_pixels(data)
 
 
 def window_probabilities(

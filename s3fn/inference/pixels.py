@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.windows import WindowCutter
 from s3fn.evaluate.predict import predict_probabilities
@@ -35,7 +36,8 @@ def classify_centres(
     device: torch.device,
     where: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2)."""
+    """Class index (P,) and probabilities (P x K) of the windows centred on `pixels` (P x 2);
+    -1 and NaN for a no-data pixel."""
     height, width = data.shape[:2]
     check_reflect_size(height, width, window, where)
     if ((pixels < 0) | (pixels >= (height, width))).any():
@@ -44,7 +46,11 @@ def classify_centres(
     probabilities = batched_probabilities(
         model, cutter.at_centres, pixels, batch_size=batch_size, device=device
     )
-    return probabilities.argmax(axis=1), probabilities
+    labels = probabilities.argmax(axis=1)
+    nodata = nodata_pixels(data[pixels[:, 0], pixels[:, 1]])
+    labels[nodata] = -1
+    probabilities[nodata] = np.nan
+    return labels, probabilities
 
 
 def batched_probabilities(

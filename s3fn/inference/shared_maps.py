@@ -166,7 +166,9 @@ def preview(labels_path: Path, class_names: list[str], title: str) -> Path | Non
         height, width = source.shape[:2]
         if height * width > PREVIEW_PIXELS:
             return None
-        labels = source.read(slice(0, height), slice(0, width))[..., 0].astype(np.int64) - 1
+        labels = (
+            source.read(slice(0, height), slice(0, width), nodata=0.0)[..., 0].astype(np.int64) - 1
+        )
     return label_map(labels, class_names, labels_path.with_suffix(".png"), title)
 
 
@@ -176,6 +178,6 @@ def class_counts(labels_path: Path, k: int) -> np.ndarray:
     with open_source(labels_path) as source:
         height, width = source.shape[:2]
         for row in range(0, height, 1024):
-            block = source.read(slice(row, min(height, row + 1024)), slice(0, width))
+            block = source.read(slice(row, min(height, row + 1024)), slice(0, width), nodata=0.0)
             counts += np.bincount(block[..., 0].astype(np.int64).ravel(), minlength=k + 1)
     return counts[1:]

@@ -109,7 +109,7 @@ def read_cube(path: str | os.PathLike, *, key: str | None = None) -> Cube:
 def read_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
     """Read an HxW ground-truth map of whole numbers (0 = unlabelled) as int64, from any format.
 
-    In a GeoTIFF or NetCDF map the no-data value reads as 0, unlabelled.
+    In a GeoTIFF or NetCDF map no data (the declared value, or NaN) reads as 0, unlabelled.
     """
     path = existing_file(path)
     kind = file_kind(path)
@@ -123,7 +123,7 @@ def read_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
     else:
         with open_source(path, key=key) as source:
             _one_band(path, source.shape[2])
-            array, field = source.read(slice(None), slice(None)), source.field
+            array, field = source.read(slice(None), slice(None), nodata=0.0), source.field
     return as_label_array(array[:, :, 0], str(path), field)
 
 

@@ -7,6 +7,7 @@ builds these; `s3fn.io.open_source` picks the reader.
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,7 @@ import numpy as np
 
 from s3fn.data.cube import check_finite
 from s3fn.data.errors import S3FNDataError
+from s3fn.data.nodata import spread_nodata
 
 Geotransform = tuple[float, float, float, float, float, float]
 
@@ -89,13 +91,14 @@ class CubeSource:
                     f"expected {shape[2]}, one per band"
                 )
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, rows: slice, cols: slice, *, nodata: float = math.nan) -> np.ndarray:
         """Pixels `rows` x `cols` as an h x w x B float32 C-contiguous array of its own.
 
-        The file's scaling is applied and its no-data pixels read as 0 (no reflectance, as
-        outside an object's mask); NaN or Inf anywhere else raise `S3FNDataError`, and so does
-        a block the file cannot give (truncated or corrupt), naming the file: a scene read tile
-        by tile may be broken only past its first tiles.
+        The file's scaling is applied. A pixel is no data where any band is NaN or equals the
+        file's no-data value for that band (`s3fn.data.nodata`); every band of it reads as
+        `nodata` (NaN by default; 0 for label maps, where no data is unlabelled). Inf raises
+        `S3FNDataError`, and so does a block the file cannot give (truncated or corrupt),
+        naming the file: a scene read tile by tile may be broken only past its first tiles.
         """
         if self._closed:
             raise ValueError(f"{self._name}: the source is closed")
@@ -116,15 +119,16 @@ class CubeSource:
             gain, offset = self._scaling
             data *= gain.astype(np.float32)
             data += offset.astype(np.float32)
+        missing = None
         if self._nodata is not None:
             value, defined = self._nodata
-            missing = raw == value
-            if raw.dtype.kind == "f":
-                missing |= np.isnan(raw) & np.isnan(value)
-            data[missing & defined] = 0.0
+            missing = (raw == value) & defined
+        spread_nodata(data, missing)
         whole = (r0, r1, c0, c1) == (0, height, 0, width)
         where = self.field if whole else f"{self.field} rows {r0}:{r1}, columns {c0}:{c1}"
-        check_finite(data, self._name, where)
+        check_finite(data, self._name, where, nan_ok=True)
+        if not math.isnan(nodata):
+            data[np.isnan(data)] = nodata
         return data
 
     def close(self) -> None:
