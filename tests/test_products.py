@@ -1,9 +1,11 @@
 """Satellite products in their own layouts: PRISMA L2D (.he5, VNIR + SWIR merged, scaled,
-georeferenced)."""
+georeferenced) and EMIT L2A swaths mapped onto the grid of their geometry lookup table."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,6 +20,7 @@ from s3fn.data import Preprocessor, S3FNDataError
 from s3fn.inference import Classifier
 from s3fn.io import open_source, read_cube
 from s3fn.models import NO_POOLS, S3FN, SpectralSpatialCNN
+from tests.test_distributed import free_port
 
 CLASSES = ["a", "b", "c"]
 SMALL = {"channels": (3, 4, 4), "feature_dim": 12, "hidden_dim": 8}
@@ -30,6 +33,10 @@ VNIR_KEPT, SWIR_KEPT = [7, 5, 4, 3], [5, 4, 3, 2, 1, 0]
 MERGED_CW = [450.0, 600.0, 700.0, 950.0, 980.0, 1000.0, 1200.0, 1600.0, 2000.0, 2400.0]
 SCALES = {"Vnir": (0.0, 1.2), "Swir": (-0.01, 1.0)}
 PRISMA_TRANSFORM = (500000.0, 30.0, 0.0, 4600000.0, 0.0, -30.0)
+
+EMIT_WKT = CRS.from_epsg(4326).to_wkt()
+EMIT_TRANSFORM = (-117.5, 0.000542232520, 0.0, 36.2, 0.0, -0.000542232520)
+EMIT_BANDS = 9
 
 
 def _classifier(bands: int, window: int = 7) -> Classifier:
@@ -136,3 +143,118 @@ def test_prisma_maps_through_the_command_with_its_map_grid(tmp_path):
         labels = stored.read(1).astype(np.int64) - 1
     expected = Classifier.load(tmp_path / "bundle").predict_map(read_cube(tmp_path / "scene.he5"))
     np.testing.assert_array_equal(labels, expected)
+
+
+def emit_swath(path: Path, swath: tuple[int, int], glt: tuple[np.ndarray, np.ndarray]) -> Path:
+    """An EMIT L2A NetCDF-4 file: reflectance downtrack x crosstrack x bands, its band
+    parameters, `location/glt_x` / `glt_y` (1-based, 0 = none) and the grid's attributes."""
+    rng = np.random.default_rng(2)
+    data = (rng.random((*swath, EMIT_BANDS)) * 0.5 + 0.05).astype(np.float32)
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("reflectance", data=data).attrs["_FillValue"] = np.float32(-9999)
+        params = handle.create_group("sensor_band_parameters")
+        params.create_dataset("wavelengths", data=400.0 + 50 * np.arange(EMIT_BANDS))
+        params["wavelengths"].attrs["units"] = "nm"
+        params.create_dataset("fwhm", data=np.full(EMIT_BANDS, 8.5, np.float32))
+        location = handle.create_group("location")
+        location.create_dataset("glt_x", data=glt[0].astype(np.int32))
+        location.create_dataset("glt_y", data=glt[1].astype(np.int32))
+        handle.attrs["geotransform"] = np.array(EMIT_TRANSFORM)
+        handle.attrs["spatial_ref"] = EMIT_WKT
+    return path
+
+
+def _glt(swath: tuple[int, int], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A lookup table that shows random swath pixels, and none along the grid's edges."""
+    rng = np.random.default_rng(3)
+    glt_x = rng.integers(1, swath[1] + 1, grid)
+    glt_y = rng.integers(1, swath[0] + 1, grid)
+    for table in (glt_x, glt_y):
+        table[0, :] = table[:, -1] = 0
+    return glt_x, glt_y
+
+
+def _on_grid(swath_map: np.ndarray, glt: tuple[np.ndarray, np.ndarray], fill) -> np.ndarray:
+    glt_x, glt_y = glt
+    expected = swath_map[glt_y - 1, glt_x - 1].astype(np.float64)
+    expected[glt_x == 0] = fill
+    return expected
+
+
+def test_emit_map_is_written_on_the_lookup_grid_with_its_crs(tmp_path):
+    glt = _glt((12, 10), (14, 16))
+    path = emit_swath(tmp_path / "EMIT_L2A_RFL_001_20230316T045133_2307503_005.nc", (12, 10), glt)
+    classifier = _classifier(EMIT_BANDS)
+    with open_source(path) as source:
+        assert source.crs is None and source.lookup is not None
+        swath_labels, swath_probabilities = classifier.predict_map(
+            source, return_probabilities=True
+        )
+        written = classifier.write_map(
+            source, tmp_path / "labels.tif", probabilities_path=tmp_path / "probabilities.tif"
+        )
+    assert written == [tmp_path / "labels.tif", tmp_path / "probabilities.tif"]
+    with rasterio.open(tmp_path / "labels.tif") as stored:
+        assert stored.crs.to_epsg() == 4326 and stored.transform.to_gdal() == EMIT_TRANSFORM
+        labels = stored.read(1)
+    np.testing.assert_array_equal(labels, _on_grid(swath_labels + 1, glt, 0))
+    assert (labels[0] == 0).all() and (labels[:, -1] == 0).all() and labels.min() == 0
+    with rasterio.open(tmp_path / "probabilities.tif") as stored:
+        assert stored.crs.to_epsg() == 4326 and stored.shape == (14, 16)
+        probabilities = np.moveaxis(stored.read(), 0, 2)
+    expected = np.stack(
+        [_on_grid(swath_probabilities[..., k], glt, np.nan) for k in range(3)], axis=2
+    )
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6)
+
+
+def test_emit_swath_map_through_the_command_on_the_grid_or_on_the_swath(tmp_path):
+    glt = _glt((12, 10), (14, 16))
+    path = emit_swath(tmp_path / "emit.nc", (12, 10), glt)
+    _classifier(EMIT_BANDS).save(tmp_path / "bundle")
+    args = ["predict", str(tmp_path / "bundle"), str(path), "--map", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "grid")]) == 0
+    assert main([*args, "--swath", "--out", str(tmp_path / "swath")]) == 0
+    with rasterio.open(tmp_path / "swath" / "emit_labels.tif") as stored:
+        assert stored.crs is None and stored.shape == (12, 10)
+        swath_labels = stored.read(1)
+    expected = Classifier.load(tmp_path / "bundle").predict_map(read_cube(path))
+    np.testing.assert_array_equal(swath_labels, expected + 1)
+    with rasterio.open(tmp_path / "grid" / "emit_labels.tif") as stored:
+        assert stored.crs.to_epsg() == 4326 and stored.transform.to_gdal() == EMIT_TRANSFORM
+        np.testing.assert_array_equal(stored.read(1), _on_grid(swath_labels, glt, 0))
+
+
+def test_emit_lookup_table_pointing_outside_the_swath_is_refused(tmp_path):
+    glt_x, glt_y = _glt((12, 10), (14, 16))
+    glt_x[5, 5] = 11
+    path = emit_swath(tmp_path / "emit.nc", (12, 10), (glt_x, glt_y))
+    with pytest.raises(
+        S3FNDataError,
+        match=r"emit\.nc: location/glt_x refers to swath index 11; expected 1 to 10 \(0 for none\)",
+    ):
+        open_source(path)
+
+
+def test_emit_tiles_shared_by_torchrun_are_written_once_on_the_lookup_grid(tmp_path):
+    glt = _glt((12, 10), (14, 16))
+    path = emit_swath(tmp_path / "emit.nc", (12, 10), glt)
+    classifier = _classifier(EMIT_BANDS)
+    classifier.save(tmp_path / "bundle")
+    with open_source(path) as source:
+        classifier.write_map(source, tmp_path / "one.tif")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port())]
+    predict = ["predict", str(tmp_path / "bundle"), str(path), "--map", "--tile", "6"]
+    result = subprocess.run(
+        [*launch, "-m", "s3fn", *predict, "--out", str(tmp_path / "maps")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not list((tmp_path / "maps").glob(".*partial*"))  # scratch arrays removed
+    with rasterio.open(tmp_path / "maps" / "emit_labels.tif") as shared:
+        assert shared.crs.to_epsg() == 4326 and shared.transform.to_gdal() == EMIT_TRANSFORM
+        with rasterio.open(tmp_path / "one.tif") as single:
+            np.testing.assert_array_equal(shared.read(1), single.read(1))
