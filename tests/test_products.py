@@ -129,6 +129,13 @@ def test_prisma_without_its_scale_attribute_is_refused_by_name(tmp_path):
         S3FNDataError, match=r"scene\.he5: no global attribute 'L2ScaleSwirMax'; expected it"
     ):
         open_source(tmp_path / "scene.he5")
+    with h5py.File(tmp_path / "scene.he5", "r+") as handle:
+        handle.attrs["L2ScaleSwirMax"] = 1.0
+        handle.attrs["List_Cw_Vnir"] = np.zeros(8, np.float32)
+    with pytest.raises(
+        S3FNDataError, match=r"scene\.he5: global attribute 'List_Cw_Vnir' lists no band \(all 0\)"
+    ):
+        open_source(tmp_path / "scene.he5")
 
 
 def test_prisma_maps_through_the_command_with_its_map_grid(tmp_path):

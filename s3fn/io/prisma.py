@@ -119,6 +119,11 @@ def _detector(
     dataset = handle[f"{FIELDS}/{name}"]
     bands = dataset.shape[1] if dataset.ndim == 3 else 0
     centres = _attribute(path, handle, f"List_Cw_{suffix}", bands)
+    if not (centres > 0).any():
+        raise S3FNDataError(
+            f"{path}: global attribute 'List_Cw_{suffix}' lists no band (all 0); "
+            f"expected the band centres of {name} in nm"
+        )
     widths = _attribute(path, handle, f"List_Fwhm_{suffix}", bands)
     low = float(_attribute(path, handle, f"L2Scale{suffix}Min", 1)[0])
     high = float(_attribute(path, handle, f"L2Scale{suffix}Max", 1)[0])
