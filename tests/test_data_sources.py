@@ -313,7 +313,51 @@ def test_enmap_geotiff_band_characterisation_and_nodata(tmp_path):
         np.testing.assert_allclose(source.fwhm, [6.5, 7.5, 8.5])
         whole = source.read(slice(None), slice(None))
     assert np.isnan(whole[0, 0]).all()  # no data reads as NaN in every band
-    np.testing.assert_array_equal(whole[1:], data[1:])
+    np.testing.assert_allclose(whole[1:], data[1:] * 2e-5, rtol=1e-6)  # GainOfBand applied
+
+
+def _enmap_l2a(folder: Path, data: np.ndarray, gains, offsets, **profile: object) -> Path:
+    """An EnMAP L2A SPECTRAL_IMAGE GeoTIFF with its METADATA.XML (gain and offset per band)."""
+    image = geotiff(folder / f"{ENMAP_PRODUCT}-SPECTRAL_IMAGE.TIF", data, **profile)
+    bands = "".join(
+        f'<bandID number="{i + 1}"><wavelengthCenterOfBand>{420.0 + 10 * i}'
+        f"</wavelengthCenterOfBand><FWHMOfBand>7.0</FWHMOfBand><GainOfBand>{gain}</GainOfBand>"
+        f"<OffsetOfBand>{offset}</OffsetOfBand></bandID>"
+        for i, (gain, offset) in enumerate(zip(gains, offsets, strict=True))
+    )
+    (folder / f"{ENMAP_PRODUCT}-METADATA.XML").write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?><level_X><specific><bandCharacterisation>'
+        f"{bands}</bandCharacterisation></specific></level_X>"
+    )
+    return image
+
+
+def test_enmap_l2a_reads_as_reflectance_through_its_gains_and_offsets(tmp_path):
+    data = (cube(6, 5, 3) * 10000).astype(np.int16)
+    gains, offsets = [1e-4, 1e-4, 2e-4], [0.0, 0.0, -0.1]
+    image = _enmap_l2a(tmp_path, data, gains, offsets, nodata=-32768)
+    reflectance = read_cube(image).data
+    expected = data * np.array(gains) + np.array(offsets)
+    np.testing.assert_allclose(reflectance, expected, rtol=1e-5, atol=1e-7)
+    assert 0.0 < reflectance[..., 0].max() <= 1.0
+
+
+def test_enmap_geotiff_scale_of_its_own_wins_over_the_metadata_gains(tmp_path):
+    data = (cube(6, 5, 3) * 10000).astype(np.int16)
+    image = _enmap_l2a(tmp_path, data, [1e-4] * 3, [0.0] * 3)
+    with rasterio.open(image, "r+") as dataset:
+        dataset.scales, dataset.offsets = (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(read_cube(image).data, data * 0.5 + 1.0)
+
+
+def test_enmap_metadata_with_gains_missing_for_some_bands(tmp_path):
+    image = _enmap_l2a(tmp_path, cube(6, 5, 3), [1e-4] * 3, [0.0] * 3)
+    metadata = tmp_path / f"{ENMAP_PRODUCT}-METADATA.XML"
+    metadata.write_text(metadata.read_text().replace("<GainOfBand>0.0001</GainOfBand>", "", 1))
+    with pytest.raises(
+        S3FNDataError, match=r"METADATA\.XML: bandCharacterisation lists 2 GainOfBand; expected 3"
+    ):
+        open_source(image)
 
 
 def test_emit_netcdf_swath(tmp_path):

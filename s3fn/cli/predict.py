@@ -20,8 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Classify each CUBE with the bundle: one label per image (a vote over windows inside "
         "the object), or with --map a label per pixel, written tile by tile as "
-        "<stem>_labels.tif (GeoTIFF with the cube's CRS, class names and colours; --format "
-        "envi for an ENVI classification file), optionally <stem>_probabilities, and a PNG "
+        "<stem>_labels.tif (GeoTIFF with the cube's CRS, class names and colours; an EMIT swath "
+        "on its lookup table's grid; --format envi for an ENVI classification file), "
+        "optionally <stem>_probabilities, and a PNG "
         "preview. Under torchrun the cubes (or the tiles of one cube) are shared across the "
         "processes."
     )
@@ -36,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tile", type=int, default=DEFAULT_TILE, help=f"map tile side (default: {DEFAULT_TILE})"
+    )
+    parser.add_argument(
+        "--swath",
+        action="store_true",
+        help="with --map, write an EMIT swath's map on the swath itself (no CRS) instead of "
+        "on the georeferenced grid of its geometry lookup table",
     )
     parser.add_argument("--key", help="array name inside .mat/.npz/HDF5 cube files")
     parser.add_argument("--out", help="folder for predictions.csv / the maps (default: .)")
@@ -86,6 +93,7 @@ def _maps(
         key=args.key,
         tile=args.tile,
         progress=progress,
+        swath=args.swath,
     )
     process_group.barrier()
     for path in written:

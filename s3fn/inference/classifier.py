@@ -26,6 +26,7 @@ from s3fn.evaluate.predict import Evaluation
 from s3fn.evaluate.voting import VOTINGS, vote, vote_one
 from s3fn.inference.bands import band_map
 from s3fn.inference.bundle import load_bundle, save_bundle
+from s3fn.inference.grid_maps import ArraySink, write_on_grid
 from s3fn.inference.maps import DEFAULT_TILE, MapTile, map_tiles, write_tiles
 from s3fn.inference.objects import ImagePrediction, object_mask, window_probabilities
 from s3fn.inference.pixels import classify_centres
@@ -146,7 +147,8 @@ class Classifier:
 
         Each pixel gets the label of the window centred on it (reflect-padded at the borders);
         the network runs densely over `tile` x `tile` tiles. A `CubeSource` is read lazily, but
-        the map itself is returned in memory: `write_map` writes a larger one tile by tile.
+        the map itself is returned in memory, on the cube's own grid (an EMIT swath's, not its
+        lookup table's): `write_map` writes a larger one tile by tile.
         """
         source = self._source(cube)
         height, width = source.shape[:2]
@@ -199,14 +201,27 @@ class Classifier:
         mask: np.ndarray | None = None,
         tile: int = DEFAULT_TILE,
         on_tile: Callable[[MapTile], None] | None = None,
+        swath: bool = False,
     ) -> list[Path]:
         """Write the label map (GeoTIFF .tif or ENVI .hdr, by suffix; georeferenced like the
         cube where it is) and optionally the probabilities, tile by tile; returns the files.
 
-        `on_tile` is called after each tile is written (e.g. to advance a progress bar).
+        A swath with a geometry lookup table (EMIT) is classified on the swath and its map
+        written on the table's georeferenced grid (no class where the grid shows no swath
+        pixel); `swath=True` writes the swath map itself, not georeferenced.
+        `on_tile` is called after each tile is classified (e.g. to advance a progress bar).
         """
         source = self._source(cube)
         height, width = source.shape[:2]
+        tiles = self.map_tiles(source, mask, tile=tile)
+        if source.lookup is not None and not swath:
+            maps = [(Path(labels_path), LABELS, np.full((height, width), -1, np.int64))]
+            if probabilities_path is not None:
+                k = len(self.class_names)
+                probabilities = np.zeros((height, width, k), np.float32)
+                maps.append((Path(probabilities_path), PROBABILITIES, probabilities))
+            write_tiles(tiles, *(ArraySink(array) for _, _, array in maps), on_tile=on_tile)
+            return write_on_grid(source.lookup, maps, self.class_names)
         common = {
             "height": height,
             "width": width,
@@ -222,7 +237,7 @@ class Classifier:
                         open_map_writer(probabilities_path, kind=PROBABILITIES, **common)
                     )
                 )
-            write_tiles(self.map_tiles(source, mask, tile=tile), *writers, on_tile=on_tile)
+            write_tiles(tiles, *writers, on_tile=on_tile)
         return [writer.path for writer in writers]
 
     def evaluate(

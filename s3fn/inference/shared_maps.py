@@ -16,6 +16,7 @@ import numpy as np
 
 from s3fn import process_group
 from s3fn.inference.classifier import Classifier
+from s3fn.inference.grid_maps import write_on_grid
 from s3fn.inference.maps import tile_origins, write_tiles
 from s3fn.io import LABELS, PROBABILITIES, CubeSource, open_map_writer, open_source
 from s3fn.progress import Progress
@@ -44,8 +45,10 @@ def map_cubes(
     key: str | None,
     tile: int,
     progress: Progress,
+    swath: bool = False,
 ) -> list[Path]:
-    """Write every cube's map; returns the files this process wrote."""
+    """Write every cube's map; returns the files this process wrote. A swath with a geometry
+    lookup table (EMIT) is mapped onto the table's grid unless `swath`."""
     group = process_group.current()
     rank, world = (0, 1) if group is None else (group.rank, group.world_size)
     written = []
@@ -54,14 +57,19 @@ def map_cubes(
         with open_source(cube, key=key) as source:
             if world == 1 or len(cubes) >= world:
                 if i % world == rank:
-                    written += _whole(classifier, source, paths, tile, progress)
+                    written += _whole(classifier, source, paths, tile, progress, swath)
             else:
-                written += _shared(classifier, source, paths, tile, progress, rank, world)
+                written += _shared(classifier, source, paths, tile, progress, rank, world, swath)
     return written
 
 
 def _whole(
-    classifier: Classifier, source: CubeSource, paths: list[Path], tile: int, progress: Progress
+    classifier: Classifier,
+    source: CubeSource,
+    paths: list[Path],
+    tile: int,
+    progress: Progress,
+    swath: bool,
 ) -> list[Path]:
     height, width = source.shape[:2]
     bar = progress.bar(len(tile_origins(height, width, tile)), f"mapping {source.path}", "tile")
@@ -72,6 +80,7 @@ def _whole(
             probabilities_path=paths[1] if len(paths) > 1 else None,
             tile=tile,
             on_tile=lambda _: bar.update(1),
+            swath=swath,
         )
     finally:
         bar.close()
@@ -95,6 +104,7 @@ def _shared(
     progress: Progress,
     rank: int,
     world: int,
+    swath: bool,
 ) -> list[Path]:
     """This rank's tiles into scratch arrays, then (rank 0) the final files from them."""
     height, width = source.shape[:2]
@@ -113,8 +123,15 @@ def _shared(
         raise
     process_group.barrier()
     written = []
-    if rank == 0:
-        kinds = (LABELS, PROBABILITIES)
+    kinds = (LABELS, PROBABILITIES)
+    if rank == 0 and source.lookup is not None and not swath:
+        stored = [np.load(partial, mmap_mode="r") for partial in scratch]
+        maps = list(zip(paths, kinds, stored, strict=False))
+        written = write_on_grid(source.lookup, maps, classifier.class_names)
+        del stored, maps
+        for partial in scratch:
+            partial.unlink()
+    elif rank == 0:
         for path, partial, kind in zip(paths, scratch, kinds, strict=False):
             stored = np.load(partial, mmap_mode="r")
             with open_map_writer(

@@ -1,11 +1,13 @@
-"""One entry point for every supported file format: the format follows the suffix.
+"""One entry point for every supported file format: the format follows the suffix (and, for
+HDF5, a product's layout).
 
 `open_source(path)` opens a file without reading its pixels. ENVI and .npy are memory-mapped;
-HDF5, MATLAB v7.3 and EMIT NetCDF are read by HDF5 chunks; GeoTIFF / COG and other NetCDF by
-GDAL windows (rasterio); .npz and MATLAB v5, which cannot be mapped, are loaded whole. Each
-source also says what the file says about its bands (centres, widths, usable ones) and where
-its pixels lie on the ground (CRS as WKT, GDAL geotransform). `read_cube` and `read_labels`
-read a whole cube or label map; `open_map_writer` writes a class map as GeoTIFF or ENVI.
+HDF5, MATLAB v7.3, PRISMA L2D and EMIT NetCDF are read by HDF5 chunks; GeoTIFF / COG and other
+NetCDF by GDAL windows (rasterio); .npz and MATLAB v5, which cannot be mapped, are loaded
+whole. Each source also says what the file says about its bands (centres, widths, usable ones)
+and where its pixels lie on the ground (CRS as WKT, GDAL geotransform). `read_cube` and
+`read_labels` read a whole cube or label map; `open_map_writer` writes a class map as GeoTIFF
+or ENVI.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from s3fn.io.map_writer import LABELS, MapWriter
 from s3fn.io.mat import open_mat
 from s3fn.io.netcdf import open_netcdf
 from s3fn.io.npy import open_npy, open_npz
+from s3fn.io.prisma import is_prisma, open_prisma
 from s3fn.io.source import ArraySource, CubeSource, Geotransform, hdf5_nodata, no_key
 
 CONTAINER_SUFFIXES = (".mat", ".npy", ".npz", ".h5", ".hdf5", ".he5", ".hdf")
+
+# Container suffixes of plain HDF5 files, which may hold a product with a layout of its own.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -47,10 +53,13 @@ def open_source(path: str | os.PathLike, *, key: str | None = None) -> CubeSourc
     """Open the HxWxB cube in `path` (any supported format) for reading by windows.
 
     `key` names the array inside a .mat / .npz / HDF5 file, or the variable of a NetCDF file,
-    when it holds more than one.
+    when it holds more than one. An HDF5 file laid out as PRISMA L2D reads, without a key, as
+    its merged VNIR + SWIR reflectance cube (`s3fn.io.prisma`).
     """
     path = existing_file(path)
     kind = file_kind(path)
+    if key is None and path.suffix.lower() in HDF5_SUFFIXES and is_prisma(path):
+        return open_prisma(path)
     if kind == "envi":
         no_key(path, key)
         return open_envi_source(path)

@@ -1,11 +1,13 @@
 """GeoTIFF: cubes read through GDAL (rasterio), GeoTIFF / COG and NetCDF other than EMIT, with
 the band centres the product stores (GDAL band items, the IMAGERY domain, an EnMAP
-METADATA.XML); and class maps written as tiled, compressed GeoTIFFs."""
+METADATA.XML) and its scaling to reflectance; and class maps written as tiled, compressed
+GeoTIFFs."""
 
 from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -21,7 +23,8 @@ from s3fn.data.errors import S3FNDataError
 from s3fn.io.map_writer import LABELS, UNCLASSIFIED, MapWriter, class_palette
 from s3fn.io.source import CubeSource, Geotransform, no_key
 
-# EnMAP keeps its band centres and widths in <product>-METADATA.XML beside the image.
+# EnMAP keeps its band centres, widths, gains and offsets in <product>-METADATA.XML beside
+# the image.
 _ENMAP_IMAGE = re.compile(r"(?P<product>.+)-SPECTRAL_IMAGE(?:_COG)?", re.IGNORECASE)
 
 _ENMAP_BANDS = "specific/bandCharacterisation/bandID/"
@@ -59,6 +62,8 @@ class RasterSource(CubeSource):
 
 
 def open_raster(path: Path, key: str | None, what: str) -> CubeSource:
+    """A GDAL-readable cube; its values scaled by the bands' own scale / offset, or else by the
+    gains and offsets of an EnMAP METADATA.XML beside it (so EnMAP L2A reads as reflectance)."""
     dataset = open_gdal(str(path), path, what)
     try:
         parts, field = _raster_parts(path, dataset, key, what)
@@ -67,11 +72,18 @@ def open_raster(path: Path, key: str | None, what: str) -> CubeSource:
         raise
     try:
         bands = [(part, index) for part, indexes in parts for index in indexes]
+        enmap = _enmap_metadata(path, len(bands))
         meta: dict[str, Any] = dict(
-            zip(("wavelengths", "fwhm", "good_bands"), _raster_bands(path, bands), strict=True)
+            zip(
+                ("wavelengths", "fwhm", "good_bands"),
+                _raster_bands(path, bands, enmap),
+                strict=True,
+            )
         )
         meta["crs"], meta["transform"] = georeferencing(parts[0][0])
         meta["nodata"], meta["scaling"] = _raster_values(bands)
+        if meta["scaling"] is None and enmap is not None:  # the GeoTIFF's own scale comes first
+            meta["scaling"] = enmap.scaling
     except BaseException:
         for part, _ in parts:
             part.close()
@@ -127,7 +139,7 @@ def _chosen_variables(path: Path, names: list[str], key: str | None) -> list[int
 
 
 def _raster_bands(
-    path: Path, bands: list[tuple[DatasetReader, int]]
+    path: Path, bands: list[tuple[DatasetReader, int]], enmap: EnmapBands | None
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Band centres and widths (nm) and usable bands, from wherever the product keeps them.
 
@@ -148,10 +160,8 @@ def _raster_bands(
         centres_um = _band_items(path, imagery, "CENTRAL_WAVELENGTH_UM")
         if centres_um is not None:
             wavelengths = centres_um * 1000.0
-        else:
-            enmap = _enmap_bands(path, len(bands))
-            if enmap is not None:
-                wavelengths, fwhm = enmap
+        elif enmap is not None:
+            wavelengths, fwhm = enmap.centres, enmap.fwhm
     if fwhm is None and wavelengths is not None:
         widths_um = _band_items(path, imagery, "FWHM_UM")
         fwhm = None if widths_um is None else widths_um * 1000.0
@@ -194,8 +204,19 @@ def _to_nm(
     return wavelengths, fwhm
 
 
-def _enmap_bands(path: Path, bands: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Band centres and FWHM (nm) from EnMAP's metadata file beside its spectral image."""
+@dataclass(frozen=True, eq=False)
+class EnmapBands:
+    """What EnMAP's <product>-METADATA.XML says of each band: centre and FWHM (nm), and the
+    gain and offset that make its stored integers radiometry (L2A: reflectance = DN * gain +
+    offset), None where the file lists none."""
+
+    centres: np.ndarray
+    fwhm: np.ndarray | None
+    scaling: tuple[np.ndarray, np.ndarray] | None
+
+
+def _enmap_metadata(path: Path, bands: int) -> EnmapBands | None:
+    """The band characterisation of EnMAP's metadata file beside its spectral image, if any."""
     match = _ENMAP_IMAGE.fullmatch(path.stem)
     if match is None:
         return None
@@ -205,9 +226,9 @@ def _enmap_bands(path: Path, bands: int) -> tuple[np.ndarray, np.ndarray | None]
         return None
     try:
         root = ElementTree.parse(metadata).getroot()
-        centres, widths = (
+        centres, widths, gains, offsets = (
             [float(e.text or "") for e in root.findall(_ENMAP_BANDS + tag)]
-            for tag in ("wavelengthCenterOfBand", "FWHMOfBand")
+            for tag in ("wavelengthCenterOfBand", "FWHMOfBand", "GainOfBand", "OffsetOfBand")
         )
     except (ElementTree.ParseError, ValueError) as exc:
         raise S3FNDataError(f"{metadata}: not a readable EnMAP metadata file ({exc})") from exc
@@ -216,7 +237,18 @@ def _enmap_bands(path: Path, bands: int) -> tuple[np.ndarray, np.ndarray | None]
             f"{metadata}: bandCharacterisation lists {len(centres)} wavelengthCenterOfBand; "
             f"expected {bands}, one per band of {path.name}"
         )
-    return np.array(centres), np.array(widths) if len(widths) == bands else None
+    scaling = None
+    if gains or offsets:
+        for tag, values in (("GainOfBand", gains), ("OffsetOfBand", offsets)):
+            if len(values) != bands:
+                raise S3FNDataError(
+                    f"{metadata}: bandCharacterisation lists {len(values)} {tag}; "
+                    f"expected {bands}, one per band of {path.name}"
+                )
+        scaling = (np.array(gains), np.array(offsets))
+    return EnmapBands(
+        np.array(centres), np.array(widths) if len(widths) == bands else None, scaling
+    )
 
 
 def _raster_values(

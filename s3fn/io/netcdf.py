@@ -12,6 +12,7 @@ import numpy as np
 from s3fn.data.cube import check_cube_layout, fwhm_to_nm, wavelengths_to_nm
 from s3fn.data.errors import S3FNDataError
 from s3fn.io.geotiff import open_raster
+from s3fn.io.glt import LookupGrid, read_emit_glt
 from s3fn.io.hdf5 import open_hdf5
 from s3fn.io.source import ArraySource, CubeSource, Geotransform, attribute_text, hdf5_nodata
 
@@ -30,7 +31,8 @@ def open_netcdf(path: Path, key: str | None) -> CubeSource:
 
 def open_emit(path: Path, key: str | None) -> CubeSource:
     """EMIT L1B / L2A NetCDF: the cube as stored (downtrack x crosstrack x bands), its bands
-    in the `sensor_band_parameters` group, its grid in the global attributes."""
+    in the `sensor_band_parameters` group, its grid in the global attributes, and the lookup
+    table that places the swath on that grid."""
     container = open_hdf5(path, key, ndim=3)
     try:
         array = container.array
@@ -57,7 +59,9 @@ def open_emit(path: Path, key: str | None) -> CubeSource:
             "good_bands": None if good is None else good != 0,
             "nodata": hdf5_nodata(array),
         }
-        meta["crs"], meta["transform"] = _emit_georeferencing(path, handle, array.shape[:2])
+        meta["crs"], meta["transform"], meta["lookup"] = _emit_georeferencing(
+            path, handle, array.shape[:2]
+        )
     except BaseException:
         container.close()
         raise
@@ -66,24 +70,30 @@ def open_emit(path: Path, key: str | None) -> CubeSource:
 
 def _emit_georeferencing(
     path: Path, handle: h5py.File, grid: tuple[int, int]
-) -> tuple[str | None, Geotransform | None]:
-    """The global `spatial_ref` and `geotransform`, where they describe the cube's own grid.
+) -> tuple[str | None, Geotransform | None, LookupGrid | None]:
+    """The cube's CRS and geotransform, or the lookup table that places it on the ground.
 
-    EMIT distributes the cube unorthorectified; its geotransform is that of the orthorectified
-    grid its geometry lookup table (`location/glt_x`, `glt_y`) maps the cube onto, so it does
-    not apply to a cube whose grid differs from the lookup table's.
+    EMIT distributes the cube unorthorectified; the global `spatial_ref` and `geotransform`
+    describe the orthorectified grid its geometry lookup table (`location/glt_x`, `glt_y`)
+    maps the cube onto. A cube on that grid (no table, or one of the cube's own size) is
+    georeferenced directly; a swath gets the table, and no CRS of its own.
     """
     wkt, geotransform = handle.attrs.get("spatial_ref"), handle.attrs.get("geotransform")
-    lookup = handle.get("location/glt_x")
-    if wkt is None or geotransform is None or (lookup is not None and lookup.shape != grid):
-        return None, None
+    if wkt is None or geotransform is None:
+        return None, None, None
     values = np.asarray(geotransform, dtype=np.float64).ravel()
     if values.shape != (6,):
         raise S3FNDataError(
             f"{path}: attribute 'geotransform' has {values.size} values; "
             "expected 6 (a GDAL geotransform)"
         )
-    return attribute_text(wkt), tuple(float(v) for v in values)  # type: ignore[return-value]
+    crs, transform = attribute_text(wkt), tuple(float(v) for v in values)
+    location = handle.get("location")
+    if location is None or "glt_x" not in location or location["glt_x"].shape == grid:
+        return crs, transform, None  # type: ignore[return-value]
+    if "glt_y" not in location:
+        raise S3FNDataError(f"{path}: location/glt_x without glt_y; expected both")
+    return None, None, read_emit_glt(path, location, grid, crs, transform)  # type: ignore[arg-type]
 
 
 def _band_vector(path: Path, group: h5py.Group, name: str, bands: int) -> np.ndarray | None:

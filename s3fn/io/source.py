@@ -11,7 +11,7 @@ import math
 import mmap
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -19,6 +19,9 @@ import numpy as np
 from s3fn.data.cube import check_finite
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.nodata import spread_nodata
+
+if TYPE_CHECKING:
+    from s3fn.io.glt import LookupGrid
 
 Geotransform = tuple[float, float, float, float, float, float]
 
@@ -51,8 +54,10 @@ class CubeSource:
 
     `wavelengths` and `fwhm` are in nm, `good_bands` is True where the file marks a band usable;
     each is None when the file does not say. `crs` (WKT) and `transform` (GDAL geotransform)
-    place the pixel grid on the ground, or are None. `file_format` names the format in the
-    message of a read that fails. Close it, or use it as a context manager.
+    place the pixel grid on the ground, or are None. `lookup` is the geometry lookup table of
+    an unorthorectified swath (EMIT), which places it on a georeferenced grid instead; maps are
+    written on that grid. `file_format` names the format in the message of a read that fails.
+    Close it, or use it as a context manager.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class CubeSource:
         transform: Geotransform | None = None,
         nodata: tuple[np.ndarray, np.ndarray] | None = None,
         scaling: tuple[np.ndarray, np.ndarray] | None = None,
+        lookup: LookupGrid | None = None,
         file_format: str | None = None,
     ) -> None:
         self.path = path
@@ -79,6 +85,7 @@ class CubeSource:
         self.good_bands = good_bands
         self.crs = crs
         self.transform = transform
+        self.lookup = lookup
         self._nodata = nodata  # (value per band, whether the band has one)
         self._scaling = scaling  # (gain, offset) per band: value * gain + offset
         self._closed = False
