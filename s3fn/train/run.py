@@ -66,12 +66,19 @@ def class_embeddings(
 
 
 def train_run(config: TrainConfig, out: Path, *, resume: bool, progress: Progress) -> list[Path]:
-    """Train as `config` says into `out`; returns the files written (rank 0)."""
+    """Train as `config` says into `out`; returns the files written (rank 0). A fresh run that
+    stops on bad data removes the run folder it created: nothing in it could be resumed."""
     group = process_group.init_from_env()
     writer = group is None or group.is_writer
     progress = progress if writer else Progress(quiet=True)
+    created = writer and not resume and not out.exists()
     try:
-        files = _train(config, out, resume, progress, writer)
+        try:
+            files = _train(config, out, resume, progress, writer)
+        except S3FNDataError:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         # Every rank past its last collective before the group goes: gloo torn down on one
         # rank while another still used it aborted that process now and then.
         process_group.barrier()
