@@ -7,7 +7,18 @@ import json
 import numpy as np
 
 from s3fn.data import builtin
-from s3fn.demo import FULL, METHODS, QUICK, DemoSettings, demo_split, run_demo
+from s3fn.demo import (
+    CNN,
+    DEFAULT,
+    FULL,
+    LINEAR,
+    METHODS,
+    QUICK,
+    DemoSettings,
+    _verdict,
+    demo_split,
+    run_demo,
+)
 from s3fn.progress import Progress
 
 
@@ -39,7 +50,7 @@ def test_tiny_demo_trains_three_methods_on_both_tasks_and_writes_the_reports(tmp
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"objects", "scene"}
     assert set(metrics["tasks"]["scene"]["methods"]) == set(METHODS)
-    assert metrics["tasks"]["objects"]["default_info"]["model"] in {"two-stage", "linear"}
+    assert metrics["tasks"]["objects"]["default_kept"]["0"]["model"] in {"two-stage", "linear"}
     assert (tmp_path / "scene" / "scene_map.png").is_file()
     assert (tmp_path / "objects" / "bundle" / "model.safetensors").is_file()
     assert result.text in (tmp_path / "report.md").read_text()
@@ -58,3 +69,27 @@ def test_scene_split_labels_a_few_points_per_class_on_the_west_and_scores_the_ea
 def test_quick_is_a_smaller_budget_than_the_default():
     assert QUICK.epochs < FULL.epochs and QUICK.windows_per_image < FULL.windows_per_image
     assert len(QUICK.seeds) < len(FULL.seeds)
+
+
+def kept(model: str, network: float, linear: float) -> dict:
+    return {"model": model, "validation_oa": {"network": network, "linear": linear}}
+
+
+def test_the_verdict_names_the_winner_and_what_the_default_kept_on_each_seed():
+    level = _verdict({DEFAULT: 80.0, CNN: 70.0, LINEAR: 79.8}, [kept("linear", 0.7, 0.9)] * 2)
+    assert level.startswith("S3FN's default is level with the best (80.0 against 79.8).")
+    assert "kept the linear pixel model on every seed" in level
+    assert "network scored 70.0 against the linear model's 90.0" in level
+    misled = _verdict(
+        {DEFAULT: 60.0, CNN: 62.0, LINEAR: 70.0},
+        [kept("two-stage", 0.9, 0.8), kept("two-stage", 0.8, 0.7)],
+    )
+    assert misled.startswith("The linear pixel model wins (70.0 against the default's 60.0).")
+    assert "kept the network on every seed" in misled and "carries over better" in misled
+    mixed = _verdict(
+        {DEFAULT: 75.0, CNN: 70.0, LINEAR: 78.0},
+        [kept("two-stage", 0.9, 0.8), kept("linear", 0.7, 0.8)],
+    )
+    assert "the network on 1 of 2 seeds" in mixed and "went the other way" in mixed
+    wins = _verdict({DEFAULT: 90.0, CNN: 80.0, LINEAR: 85.0}, [kept("two-stage", 0.9, 0.8)])
+    assert wins.startswith("S3FN's default wins (90.0).")
