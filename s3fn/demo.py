@@ -35,7 +35,6 @@ from s3fn.train import TrainSettings, train_classifier
 
 DEFAULT, CNN, LINEAR = "S3FN (default)", "plain 3D-CNN", "linear pixel model"
 METHODS = (DEFAULT, CNN, LINEAR)
-TASKS = ("objects", "scene")
 # What each method changes in the demo's settings: the default as a user's first run, the
 # 3D-CNN always kept (no spectral branch, no comparison), the linear model alone.
 CHANGES: dict[str, dict[str, Any]] = {
@@ -317,12 +316,14 @@ def _task_files(
 ) -> list[Path]:
     """One task's report (first seed), its PNGs and the default's bundle in `folder`."""
     default = task.classifiers[DEFAULT]
-    histories = {m: c.info.get("histories") or {} for m, c in task.classifiers.items() if c.info}
+    histories = {
+        m: c.info["histories"] for m, c in task.classifiers.items() if c.info.get("histories")
+    }
     report = write_report(
         folder,
         task.evaluations,
         title=f"s3fn demo, {task.name}: seed {next(iter(task.per_seed))}",
-        histories={m: h for m, h in histories.items() if h},
+        histories=histories,
         scene=None if scene is None else scene_maps(default, scene, progress),
         notes=[task.table, "", task.verdict],
     )
