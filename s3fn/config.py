@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from s3fn.data.splits import HOLDOUTS
 from s3fn.run_folder import CONFIG_FILE
 from s3fn.settings_fields import ConfigError, check_values, meta, option
 from s3fn.train.settings import TrainSettings, setting_fields
@@ -80,6 +81,13 @@ class TrainConfig(TrainSettings):
     )
     block_size: int | None = option(
         None, "scene split block side (default: the side that balances the parts best)", int
+    )
+    holdout: str = option(
+        "fields",
+        "what a scene's validation part holds out whole: labelled fields (blocks for a class "
+        "labelled in one field) or blocks",
+        str,
+        choices=HOLDOUTS,
     )
     threads: int | None = option(None, "CPU threads (torch.set_num_threads)", int)
 

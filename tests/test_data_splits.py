@@ -17,6 +17,7 @@ from s3fn.data import (
     split_objects,
     split_scene,
 )
+from s3fn.data.fields import label_fields
 
 NAMES = ["a", "b", "c"]
 
@@ -83,15 +84,18 @@ def _brute_leaks(split):
     return leaks
 
 
-def test_scene_split_has_no_leak_and_keeps_margins():
+@pytest.mark.parametrize("holdout", ["fields", "blocks"])
+def test_scene_split_has_no_leak_and_keeps_margins(holdout):
     labels = _scene_labels()
-    split = split_scene(labels, NAMES, 5, train=0.5, val=0.2, block_size=12, seed=1)
+    split = split_scene(
+        labels, NAMES, 5, train=0.5, val=0.2, block_size=12, seed=1, holdout=holdout
+    )
     assert _brute_leaks(split) == 0
     parts = [split.train, split.val, split.test]
     assert sum(len(p) for p in parts) <= (labels > 0).sum()
     seen = {tuple(p) for part in parts for p in part}
     assert len(seen) == sum(len(p) for p in parts)  # disjoint
-    for name in ("train", "val", "test"):  # every pixel lies in a block of its own part
+    for name in ("train", "val", "test"):  # every pixel lies in the area of its own part
         pixels = split.part(name)
         assert split.region(name)[pixels[:, 0], pixels[:, 1]].all()
         assert (split.part_labels(name) == labels[pixels[:, 0], pixels[:, 1]] - 1).all()
@@ -100,7 +104,7 @@ def test_scene_split_has_no_leak_and_keeps_margins():
         held[split.part(part)[:, 0], split.part(part)[:, 1]] = True
     for r, c in split.train:  # a margin of half the window from every held-out pixel only
         assert not held[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3].any()
-    assert len(split.train) > len(split.test) > 0
+    assert min(len(split.train), len(split.val), len(split.test)) > 0
 
 
 def test_scene_split_is_seeded_and_reports_counts():
@@ -110,11 +114,80 @@ def test_scene_split_is_seeded_and_reports_counts():
     np.testing.assert_array_equal(first.train, again.train)
     np.testing.assert_array_equal(first.blocks, again.blocks)
     other = split_scene(labels, NAMES, 3, block_size=12, seed=5)
-    assert not np.array_equal(first.blocks, other.blocks)
+    assert not np.array_equal(first.val, other.val)
     counts = first.class_counts()
     assert sum(counts["train"].values()) == len(first.train)
     assert counts["test"]["a"] == int((first.part_labels("test") == 0).sum())
     assert first.summary().splitlines()[0].split() == ["pixels", "train", "val", "test"]
+
+
+def test_label_fields_joins_touching_pixels_of_one_class_only():
+    labels = np.array(
+        [
+            [1, 1, 0, 2, 2],
+            [0, 0, 1, 0, 2],
+            [1, 0, 0, 0, 0],
+            [1, 2, 2, 0, 1],
+        ]
+    )
+    fields = label_fields(labels)
+    assert (fields[labels == 0] == -1).all()
+    same = [((0, 0), (0, 1)), ((0, 1), (1, 2)), ((0, 3), (1, 4)), ((2, 0), (3, 0))]
+    apart = [((1, 2), (2, 0)), ((3, 0), (3, 1)), ((3, 2), (0, 3)), ((3, 4), (0, 0))]
+    for a, b in same:
+        assert fields[a] == fields[b]
+    for a, b in apart:
+        assert fields[a] != fields[b]
+    assert fields.max() + 1 == 5
+
+
+def _fields_scene():
+    """Three classes in eight separate 6x6 fields each (two fields for class c), one wide
+    block of class a in a single field."""
+    labels = np.zeros((60, 60), np.int64)
+    for i in range(8):
+        row, col = 2 + 7 * (i // 4), 2 + 7 * (i % 4)
+        labels[row : row + 6, col : col + 6] = 1 + i % 2
+    labels[30:36, 2:8] = labels[30:36, 40:46] = 3
+    labels[45:58, 2:58] = 1
+    return labels
+
+
+def test_field_split_holds_out_whole_fields_and_never_all_of_a_class():
+    labels = _fields_scene()
+    fields = label_fields(labels)
+    for seed in range(5):
+        split = split_scene(labels, NAMES, 3, val=0.25, block_size=6, seed=seed)
+        assert split.holdout == "fields" and _brute_leaks(split) == 0
+        val = np.zeros(labels.shape, bool)
+        val[split.val[:, 0], split.val[:, 1]] = True
+        for field in np.unique(fields[val]):  # a held-out field is held out whole...
+            if (labels[fields == field] == 1).all() and (fields == field).sum() > 36:
+                continue  # ...but the class-a block is one field of a class with four
+            assert val[fields == field].all()
+        counts = split.class_counts()
+        assert counts["val"]["b"] == 36 and counts["val"]["c"] == 36  # one field of two/four
+        assert all(counts["train"][name] > 0 for name in NAMES)
+        trained = np.zeros(labels.shape, bool)
+        trained[split.train[:, 0], split.train[:, 1]] = True
+        assert not (trained & val).any()
+    blocks = split_scene(labels, NAMES, 3, val=0.25, block_size=6, seed=0, holdout="blocks")
+    cut = [
+        f for f in np.unique(fields[labels > 0]) if 0 < blocks.region("val")[fields == f].mean() < 1
+    ]
+    assert cut  # blocks cut fields, which the field holdout does not
+
+
+def test_class_in_one_field_falls_back_to_blocks():
+    labels = np.zeros((48, 48), np.int64)
+    labels[:, :24] = 1
+    labels[2:8, 30:36] = labels[20:26, 30:36] = labels[36:42, 30:36] = 2
+    split = split_scene(labels, ["a", "b"], 3, val=0.3, block_size=8, seed=2)
+    counts = split.class_counts()
+    assert 0 < counts["val"]["a"] < 0.5 * (labels == 1).sum()
+    assert counts["val"]["b"] == 36
+    with pytest.raises(S3FNDataError, match="holdout='rows': expected one of fields, blocks"):
+        split_scene(labels, ["a", "b"], 3, holdout="rows")
 
 
 def test_leaking_scene_split_is_refused():

@@ -165,6 +165,7 @@ def test_a_small_scene_gets_a_small_window_and_a_validation_part(tmp_path):
         data=str(folder / "cube.npy"),
         labels=str(folder / "labels.npy"),
         classes=["a", "b", "c"],
+        holdout="blocks",
         **FAST,
     )
     assert config["window"] == 7 and config["block_size"] < 28

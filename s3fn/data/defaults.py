@@ -121,6 +121,7 @@ def scene_split(
     val: float = 0.2,
     test: float | None = None,
     seed: int = 0,
+    holdout: str = "fields",
 ) -> tuple[SceneSplit, Choice]:
     """A spatially disjoint split whose block side (from 4x the window down to the window)
     best balances the parts: the largest smallest share, over classes and parts, of the pixels
@@ -141,6 +142,7 @@ def scene_split(
                 test=held_test,
                 block_size=side,
                 seed=seed,
+                holdout=holdout,
             )
         counts = split.class_counts()
         shares = [
@@ -165,7 +167,14 @@ def scene_split(
     else:
         reason = f"{side}px blocks come closest; no block size gives every class every part"
         split = split_scene(
-            labels, class_names, (h, w), val=held_val, test=held_test, block_size=side, seed=seed
+            labels,
+            class_names,
+            (h, w),
+            val=held_val,
+            test=held_test,
+            block_size=side,
+            seed=seed,
+            holdout=holdout,
         )
     return split, Choice(side, reason)
 
@@ -186,10 +195,12 @@ def make_split(
     seed: int = 0,
     window: int | None = None,
     block_size: int | None = None,
+    holdout: str = "fields",
 ) -> tuple[ObjectSplit | SceneSplit, dict[str, Choice]]:
-    """A leak-free split (by image for objects, by spatial blocks for scenes) and what was
-    chosen from the data for it: a scene's window and block side when not given. By default
-    a validation part only; see `split_objects` and `split_scene` for `train` and `test`."""
+    """A leak-free split (by image for objects, by whole fields or spatial blocks for scenes)
+    and what was chosen from the data for it: a scene's window and block side when not given.
+    By default a validation part only; see `split_objects` and `split_scene` for `train`,
+    `test` and `holdout`."""
     if not isinstance(data, SceneDataset):
         split = split_objects(
             data.labels,
@@ -214,9 +225,17 @@ def make_split(
             test=test,
             block_size=block_size,
             seed=seed,
+            holdout=holdout,
         )
         return split, choices
     split, choices["block_size"] = scene_split(
-        data.labels, data.class_names, window, train=train, val=val, test=test, seed=seed
+        data.labels,
+        data.class_names,
+        window,
+        train=train,
+        val=val,
+        test=test,
+        seed=seed,
+        holdout=holdout,
     )
     return split, choices

@@ -34,6 +34,7 @@ def split_to_dict(
             "val_fraction": val,
             "test_fraction": test,
             "test_labels": split.test_labels,
+            "holdout": split.holdout,
             "block_parts": None if side is None else split.blocks[::side, ::side].tolist(),
             **{p: split.part(p).tolist() for p in parts},
         }
@@ -113,6 +114,7 @@ def load_split(data: ObjectDataset | SceneDataset, path: str | Path) -> ObjectSp
         block_size=side,
         fractions=None if None in fractions else (float(fractions[0]), float(fractions[1])),
         test_labels=saved.get("test_labels"),
+        holdout=saved.get("holdout"),
     )
     if split.test_labels is None:
         check_no_leak(split)

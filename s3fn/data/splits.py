@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from s3fn.data.errors import LeakageError, S3FNDataError
+from s3fn.data.fields import hold_out_fields
 from s3fn.data.windows import as_size, window_sums
 
 PARTS = ("train", "val", "test")
+HOLDOUTS = ("fields", "blocks")  # what a scene's validation part holds out whole
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +58,9 @@ class SceneSplit:
     `blocks` maps every pixel to the part its block went to (-1: a block without labels);
     a training pixel whose window would reach a validation or test pixel, or a validation pixel
     whose window would reach a test pixel, is left out. `block_size` and `fractions`
-    (validation, test) are what `split_scene` made it with (None for a hand-made split);
-    `test_labels` names the label map the test part came from (`with_test_labels`), if any.
+    (validation, test) are what `split_scene` made it with (None for a hand-made split), and
+    `holdout` what its validation part held out whole ("fields" or "blocks"); `test_labels`
+    names the label map the test part came from (`with_test_labels`), if any.
     """
 
     train: np.ndarray
@@ -71,6 +74,7 @@ class SceneSplit:
     block_size: int | None = None
     fractions: tuple[float, float] | None = None
     test_labels: str | None = None
+    holdout: str | None = None
 
     def part(self, name: str) -> np.ndarray:
         """(K, 2) pixel coordinates of part `name` ("train", "val" or "test")."""
@@ -82,18 +86,26 @@ class SceneSplit:
         return self.labels[pixels[:, 0], pixels[:, 1]] - 1
 
     def region(self, name: str) -> np.ndarray:
-        """HxW boolean map of the blocks assigned to part `name`."""
-        return self.blocks == PARTS.index(_part_name(name))
+        """HxW boolean map of the area assigned to part `name`: the blocks it was given and,
+        for a held-out part, its pixels (whole fields held out lie in training blocks)."""
+        area = self.blocks == PARTS.index(_part_name(name))
+        if name == "train":
+            return area & ~self._marked(("val", "test"))
+        return area | self._marked((name,))
 
     def unseen_region(self, *, refit: bool = False) -> np.ndarray:
         """HxW boolean map of the pixels preprocessing may be fitted on: all but the held-out
-        blocks (validation and test; only test with `refit`). Unlabelled pixels count: the
+        areas (validation and test; only test with `refit`). Unlabelled pixels count: the
         whole cube is the user's, only the held-out labels are not."""
         held = self.region("test") if refit else self.region("val") | self.region("test")
-        for part in ("test",) if refit else ("val", "test"):
-            pixels = self.part(part)
-            held[pixels[:, 0], pixels[:, 1]] = True
         return ~held
+
+    def _marked(self, parts: Sequence[str]) -> np.ndarray:
+        marked = np.zeros(self.labels.shape, dtype=bool)
+        for part in parts:
+            pixels = self.part(part)
+            marked[pixels[:, 0], pixels[:, 1]] = True
+        return marked
 
     def final_training(self) -> np.ndarray:
         """The pixels a model refitted after early stopping trains on: every labelled pixel not
@@ -185,14 +197,17 @@ def split_scene(
     test: float | None = None,
     block_size: int | None = None,
     seed: int = 0,
+    holdout: str = "fields",
 ) -> SceneSplit:
-    """Hold out spatially disjoint square blocks of a label map, stratified by class.
+    """Hold out whole fields or spatially disjoint square blocks of a label map, by class.
 
     Blocks (default side 4x the window) go to validation and test by a seeded greedy draw that
     follows the class fractions (`held_out_fractions`: by default a validation part only).
-    Every other labelled pixel trains, unless its window would reach a held-out pixel; a
-    validation pixel whose window would reach a test pixel is left out. So no training window
-    covers a validation or test pixel, and no label is dropped that need not be.
+    With `holdout="fields"` the validation part is whole fields instead (`hold_out_fields`;
+    blocks only for a class labelled in one field), so that it sees how an unlabelled field
+    differs. Every other labelled pixel trains, unless its window would reach a held-out
+    pixel; a validation pixel whose window would reach a test pixel is left out. So no
+    training window covers a validation or test pixel, and no label is dropped that need not be.
     """
     h, w = as_size(window)
     labels = np.asarray(labels)
@@ -200,6 +215,8 @@ def split_scene(
         raise S3FNDataError(
             f"label map of shape {labels.shape}: expected 2-D with values 0..{len(class_names)}"
         )
+    if holdout not in HOLDOUTS:
+        raise S3FNDataError(f"holdout={holdout!r}: expected one of {', '.join(HOLDOUTS)}")
     held_val, held_test = held_out_fractions(train, val, test)
     fractions = np.array([1.0 - held_val - held_test, held_val, held_test])
     side = block_size or 4 * max(h, w)
@@ -208,10 +225,14 @@ def split_scene(
     blocks = _assign_blocks(labels, len(class_names), side, fractions, seed)
     labelled = labels > 0
     kept = {"test": labelled & (blocks == 2)}
+    validation = labelled & (blocks == 1)
+    if holdout == "fields":
+        share = held_val / (1.0 - held_test)
+        validation = hold_out_fields(labels, labelled & ~kept["test"], share, validation, seed)
+        blocks = np.where(blocks == 1, 0, blocks).astype(blocks.dtype)
     held = kept["test"]
-    for index, part in ((1, "val"), (0, "train")):
+    for part, mine in (("val", validation), ("train", labelled & ~validation & ~kept["test"])):
         clear = window_sums(held, (h, w), centred=True) == 0
-        mine = labelled & (blocks == index) if index else labelled & (blocks != 1) & (blocks != 2)
         kept[part] = mine & clear
         held = held | kept[part]
     split = SceneSplit(
@@ -223,8 +244,9 @@ def split_scene(
         seed=seed,
         block_size=side,
         fractions=(held_val, held_test),
+        holdout=holdout,
     )
-    wanted = ("train", "test") if held_test > 0 else ("train",)
+    wanted = [p for p, f in zip(PARTS, fractions, strict=True) if f > 0]
     for part in wanted:
         empty = [n for n, c in split.class_counts()[part].items() if c == 0]
         if empty:
@@ -274,6 +296,7 @@ def with_test_labels(split: SceneSplit, test_labels: np.ndarray, source: str) ->
         block_size=split.block_size,
         fractions=split.fractions,
         test_labels=source,
+        holdout=split.holdout,
     )
     check_no_leak(result)
     return result
