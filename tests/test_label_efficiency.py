@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from s3fn.data import S3FNDataError
 from s3fn.data.splits import split_objects, split_scene, with_test_labels
 from s3fn.data.windows import window_sums
-from s3fn.models.linear import C, LinearPixel, SoftmaxRegression
+from s3fn.models.linear import STRENGTHS, LinearPixel, SoftmaxRegression
 from s3fn.train.pipeline import _label_counts
 from tests.cli_helpers import s3fn
 
@@ -100,15 +100,16 @@ def test_label_counts_leave_out_the_test_part_the_user_held_out():
     assert trained.sum() == len(scene.final_training())
 
 
-def test_softmax_regression_reaches_the_optimum_of_its_objective():
+@pytest.mark.parametrize("strength", STRENGTHS)
+def test_softmax_regression_reaches_the_optimum_of_its_objective(strength):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     x = rng.normal(size=(300, 8)) + y[:, None] * np.linspace(0.5, 2.0, 8) + 5.0
-    model = SoftmaxRegression.fit(x, y, 3)
+    model = SoftmaxRegression.fit(x, y, 3, strength)
     weight = torch.from_numpy(model.weight).requires_grad_(True)
     bias = torch.from_numpy(model.bias).requires_grad_(True)
     loss = F.cross_entropy(torch.from_numpy(x) @ weight.T + bias, torch.from_numpy(y))
-    loss = loss + weight.square().sum() / (2 * C * len(y))
+    loss = loss + weight.square().sum() / (2 * strength * len(y))
     loss.backward()
     assert float(weight.grad.abs().max()) < 1e-5 and float(bias.grad.abs().max()) < 1e-5
     assert ((x @ model.weight.T + model.bias).argmax(axis=1) == y).mean() > 0.9
@@ -175,13 +176,19 @@ def test_a_scene_labelled_on_one_side_trains_on_its_labels_and_reports_the_basel
     assert labels["trained"] >= 0.85 * labels["given"]
     assert f"{labels['trained']} of {labels['given']} labelled pixels" in done.stdout
     assert "trained the final model" in (run / "train.log").read_text()
-    assert set(metrics["validation"]) >= {"network", "linear", "network_kept"}
+    validation = metrics["validation"]
+    assert set(validation) >= {"network", "linear", "network_kept"}
+    tried = {float(c): oa for c, oa in validation["linear_strengths"].items()}
+    assert set(tried) == set(STRENGTHS) and validation["linear_strength"] in STRENGTHS
+    assert validation["linear"]["oa"] == tried[validation["linear_strength"]] == max(tried.values())
+    assert json.loads((run / "split.json").read_text())["holdout"] == "fields"
     assert metrics["refit"]["model"] == metrics["model"]
     kept = metrics["validation"]["network_kept"]
     held = "3D-CNN" if kept else "warning: the bundle holds the linear pixel model"
     assert f"{'the bundle holds ' if kept else ''}{held}" in done.stdout
     report = (run / "report.md").read_text()
     assert "| linear pixel model |" in report and "| 3D-CNN |" in report
+    assert f"it has C={validation['linear_strength']}" in report
     assert metrics["scalars"] is None  # no test part asked for
 
     missing = s3fn("evaluate", str(run), "--quiet")

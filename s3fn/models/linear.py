@@ -22,6 +22,7 @@ from s3fn.models.inputs import as_model_input, check_counts
 REDUCTIONS = ("centre", "mean")
 
 C = 1.0  # inverse L2 strength per sample, as scikit-learn's LogisticRegression default
+STRENGTHS = (C, 0.1, 10.0)  # the C a run chooses from on validation, the default first
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,14 +35,17 @@ class SoftmaxRegression:
     bias: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, labels: np.ndarray, n_classes: int) -> SoftmaxRegression:
+    def fit(
+        cls, x: np.ndarray, labels: np.ndarray, n_classes: int, strength: float = C
+    ) -> SoftmaxRegression:
         """Fit on N x B inputs and their class indices, minimising the mean cross-entropy plus
-        ||W||^2 / (2 C N) (scikit-learn's objective divided by C N) with L-BFGS in float64."""
+        ||W||^2 / (2 C N), C = `strength` (scikit-learn's objective divided by C N), with
+        L-BFGS in float64."""
         z = torch.as_tensor(np.asarray(x, dtype=np.float64))
         y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         weight = torch.zeros((n_classes, z.shape[1]), dtype=torch.float64, requires_grad=True)
         bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-        penalty = 1.0 / (2.0 * C * len(y))
+        penalty = 1.0 / (2.0 * strength * len(y))
         optimizer = torch.optim.LBFGS(
             [weight, bias], max_iter=500, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
         )
@@ -87,19 +91,32 @@ class LinearPixel(nn.Module):
         return self.classify_features(self.spectra(x))
 
     @torch.no_grad()
-    def fit_windows(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> LinearPixel:
-        """Fit W and b on batches of training windows and their class indices
-        (`SoftmaxRegression` on the spectra this model reads); returns self."""
+    def window_spectra(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N x C float64 spectra this model reads, N class indices) of batches of windows."""
         spectra, labels = [], []
         for windows, classes in batches:
             spectra.append(self.spectra(torch.as_tensor(windows, dtype=torch.float32)).double())
             labels.append(torch.as_tensor(classes))
-        fitted = SoftmaxRegression.fit(
-            torch.cat(spectra).numpy(), torch.cat(labels).numpy(), self.n_classes
-        )
+        return torch.cat(spectra).numpy(), torch.cat(labels).numpy()
+
+    @torch.no_grad()
+    def fit_spectra(
+        self, spectra: np.ndarray, labels: np.ndarray, strength: float = C
+    ) -> LinearPixel:
+        """Fit W and b on `window_spectra`'s output (`SoftmaxRegression` with C =
+        `strength`); returns self."""
+        fitted = SoftmaxRegression.fit(spectra, labels, self.n_classes, strength)
         self.linear.weight.copy_(torch.from_numpy(fitted.weight))
         self.linear.bias.copy_(torch.from_numpy(fitted.bias))
         return self
+
+    def fit_windows(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], strength: float = C
+    ) -> LinearPixel:
+        """Fit W and b on batches of training windows and their class indices; returns self."""
+        return self.fit_spectra(*self.window_spectra(batches), strength)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-ready) that rebuild this model."""

@@ -31,7 +31,7 @@ from s3fn.data.splits import ObjectSplit, SceneSplit
 from s3fn.data.store import WindowStore
 from s3fn.inference import Classifier
 from s3fn.models.inputs import as_window
-from s3fn.models.linear import LinearPixel
+from s3fn.models.linear import STRENGTHS, C, LinearPixel
 from s3fn.models.registry import MODELS, ModelRequest, ModelSpec
 from s3fn.train.fit import fit
 from s3fn.train.options import FitOptions
@@ -114,15 +114,20 @@ def train_classifier(
         first = run.train(folder / "windows", folder / "checkpoints", with_linear=compare)
         if chosen.n_components is None:
             choices["n_components"] = _components_choice(first.preprocessor, recipe.preset)
-        validation, spec = None, recipe.model
+        validation, spec, strength = None, recipe.model, C
         if compare:
             validation = _compare_on_validation(run, first, data, split)
+            strength = validation["linear_strength"]
             if not validation["network_kept"]:
                 spec = LINEAR
-        final, refit = first if spec is recipe.model else first.linear_only(), None
+        final, refit = first if spec is recipe.model else first.linear_only(strength), None
         if recipe.refit and len(split.val):
             final = run.refit(
-                folder / "windows" / "refit", folder / "checkpoints" / "refit", first, spec
+                folder / "windows" / "refit",
+                folder / "checkpoints" / "refit",
+                first,
+                spec,
+                strength,
             )
             refit = {
                 "epochs": {stage: len(h) for stage, h in final.histories.items()},
@@ -152,18 +157,18 @@ def train_classifier(
 @dataclass(frozen=True, eq=False)
 class _Trained:
     """One pass's trained model, its preprocessing, each stage's history and seconds, and
-    the linear pixel model fitted on the same windows where asked for."""
+    the linear pixel models fitted on the same windows where asked for, by their C."""
 
     model: nn.Module
     preprocessor: Preprocessor
     histories: dict[str, list[dict[str, Any]]]
     seconds: dict[str, float]
     best_epochs: dict[str, int]
-    linear: LinearPixel | None = None
+    linears: Mapping[float, LinearPixel] | None = None
 
-    def linear_only(self) -> _Trained:
-        """This pass with its linear pixel model as the model."""
-        return _Trained(self.linear, self.preprocessor, {}, {}, {})
+    def linear_only(self, strength: float) -> _Trained:
+        """This pass with its linear pixel model of C = `strength` as the model."""
+        return _Trained(self.linears[strength], self.preprocessor, {}, {}, {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,10 +197,12 @@ class _TrainingPass:
         refit: bool = False,
         spec: ModelSpec | None = None,
         with_linear: bool = False,
+        strength: float = C,
     ) -> _Trained:
         """Cut the windows into `windows`, build the model (`spec`, default the recipe's) and
         train its stages (for `epochs[stage]` epochs where given), checkpointing into
-        `checkpoints`; `with_linear` also fits the linear pixel model on the same windows."""
+        `checkpoints`; a linear pixel model is fitted with C = `strength`. `with_linear` also
+        fits the linear pixel model, once for each C of `STRENGTHS`, on the same windows."""
         settings = self.recipe.settings
         spec = spec or self.recipe.model
         cnn, head = _stage_options(self.recipe, self.split)
@@ -225,9 +232,12 @@ class _TrainingPass:
             seed_everything(settings.seed)
             request = self._request(train.window_shape[0])
             net = spec.build(request)
-            linear = net if not spec.stages else LINEAR.build(request) if with_linear else None
-            if linear is not None:
-                linear.fit_windows(_batches(train))
+            linears = None
+            if not spec.stages:
+                net.fit_windows(_batches(train), strength)
+            elif with_linear:
+                pixels = LINEAR.build(request).window_spectra(_batches(train))
+                linears = {c: LINEAR.build(request).fit_spectra(*pixels, c) for c in STRENGTHS}
             histories, seconds, best = {}, {}, {}
             for stage in spec.stages:
                 result = fit(
@@ -245,11 +255,14 @@ class _TrainingPass:
                 histories[stage] = result.history
                 seconds[stage] = round(result.seconds, 3)
                 best[stage] = result.best_epoch or result.epochs_run
-            return _Trained(net, train.preprocessor, histories, seconds, best, linear)
+            return _Trained(net, train.preprocessor, histories, seconds, best, linears)
 
-    def refit(self, windows: Path, checkpoints: Path, first: _Trained, spec: ModelSpec) -> _Trained:
+    def refit(
+        self, windows: Path, checkpoints: Path, first: _Trained, spec: ModelSpec, strength: float
+    ) -> _Trained:
         """A fresh `spec` model trained on every label but the test part's, each stage for the
-        epochs early stopping chose in `first`, with the same PCA component count."""
+        epochs early stopping chose in `first` (a linear model with C = `strength`), with the
+        same PCA component count."""
         return self.train(
             windows,
             checkpoints,
@@ -257,6 +270,7 @@ class _TrainingPass:
             n_components=first.preprocessor.n_components,
             refit=True,
             spec=spec,
+            strength=strength,
         )
 
     def classifier(self, trained: _Trained, info: Mapping[str, Any]) -> Classifier:
@@ -301,20 +315,27 @@ def _compare_on_validation(
     data: ObjectDataset | SceneDataset,
     split: ObjectSplit | SceneSplit,
 ) -> dict[str, Any]:
-    """The network and the linear pixel model of one pass scored on the validation part (image
-    level for objects, pixel level for scenes), and whether the network is kept: only where it
-    beats the linear model by more than `NETWORK_MARGIN` of OA, since a network that does not
-    is the less robust of the two where the scene to map differs from the labelled part."""
-    reports = {}
-    for name, model in (("network", trained), ("linear", trained.linear_only())):
+    """The network and the linear pixel models of one pass scored on the validation part (image
+    level for objects, pixel level for scenes): the linear model's C is the one that scores
+    best (the default C on a tie), and the network is kept only where it beats that model by
+    more than `NETWORK_MARGIN` of OA, since a network that does not is the less robust of the
+    two where the scene to map differs from the labelled part."""
+
+    def report(model: _Trained) -> Any:
         evaluation = run.classifier(model, {}).evaluate(data, split.val)
-        reports[name] = evaluation.images if evaluation.images is not None else evaluation.windows
-    network, linear = reports["network"], reports["linear"]
+        return evaluation.images if evaluation.images is not None else evaluation.windows
+
+    network = report(trained)
+    linears = {c: report(trained.linear_only(c)) for c in STRENGTHS}
+    strength = max(STRENGTHS, key=lambda c: (linears[c].oa, c == C))
+    linear = linears[strength]
     return {
         "level": "image" if isinstance(data, ObjectDataset) else "pixel",
         "count": network.total,
         "network": network.scalars(),
         "linear": linear.scalars(),
+        "linear_strength": strength,
+        "linear_strengths": {str(c): linears[c].oa for c in STRENGTHS},
         "network_kept": network.oa > linear.oa + NETWORK_MARGIN,
         "margin": NETWORK_MARGIN,
     }

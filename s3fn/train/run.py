@@ -110,6 +110,7 @@ def _train(
             seed=config.seed,
             window=config.window,
             block_size=config.block_size,
+            holdout=config.holdout,
         )
     data, split = _scored_on_test_labels(config, data, split)
     with ExitStack() as stack:
@@ -225,7 +226,7 @@ def validation_lines(validation: Mapping[str, Any] | None, label: str) -> list[s
         for name, scores in ((label, validation["network"]), (LINEAR, validation["linear"]))
     ]
     level = validation["level"]
-    return [
+    lines = [
         f"Scored on the {validation['count']} validation {level}s, before the refit (the model "
         "saved has trained on them too):",
         "",
@@ -233,6 +234,15 @@ def validation_lines(validation: Mapping[str, Any] | None, label: str) -> list[s
         "|---|---|---|---|",
         *rows,
     ]
+    tried = validation.get("linear_strengths")
+    if tried:
+        scores = ", ".join(f"C={c}: {100 * oa:.2f}" for c, oa in tried.items())
+        lines += [
+            "",
+            f"The {LINEAR}'s L2 strength was chosen on validation (OA {scores}); it has "
+            f"C={validation['linear_strength']}.",
+        ]
+    return lines
 
 
 def held_model_line(validation: Mapping[str, Any] | None, trained: str) -> str | None:
