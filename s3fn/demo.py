@@ -143,8 +143,9 @@ def demo_split(
 ) -> ObjectSplit | SceneSplit:
     """The split of one seed: `settings.train` / `settings.val` images per class of objects,
     the rest tested; or `settings.points` pixels per class on the scene's west `settings.side`
-    (as a user marks a few points in the fields they walked; validation blocks among them) and
-    every labelled pixel of its east side, half a window beyond, scored."""
+    (as a user marks a few points in the fields they walked; each point its own field, so
+    validation holds out points) and every labelled pixel of its east side, half a window
+    beyond, scored."""
     if isinstance(data, ObjectDataset):
         return split_objects(
             data.labels, data.class_names, train=settings.train, val=settings.val, seed=seed
