@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from s3fn.inference.objects import ImagePrediction, object_mask, window_probabil
 from s3fn.inference.pixels import classify_centres
 from s3fn.io import LABELS, PROBABILITIES, CubeSource, from_array, open_map_writer
 from s3fn.models.inputs import as_window
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 KINDS = ("object", "scene")
 
@@ -160,6 +163,36 @@ class Classifier:
             label_map[window] = part.labels
             prob_map[window] = part.probabilities
         return (label_map, prob_map) if return_probabilities else label_map
+
+    def predict_xarray(
+        self,
+        da: xr.DataArray,
+        *,
+        probabilities: bool = False,
+        band_tolerance: float | None = None,
+    ) -> xr.DataArray:
+        """The map of `da`, a `(band, y, x)` DataArray (dims in any order), as `predict_map` gives:
+        a `(y, x)` int64 label DataArray (-1 at no data), or with `probabilities` a
+        `(class, y, x)` float32 one (NaN at no data) with the class names as `class` coordinate.
+
+        Either keeps the scene's `y` / `x` coordinates, those on neither band (rioxarray's
+        `spatial_ref`: CRS and transform), its CRS where rioxarray is installed, and has the class
+        names in `attrs["class_names"]`. A `wavelength` coordinate on `band` (nm, or the unit
+        in its `units` attribute; `fwhm` beside it) matches the bands to the trained ones as a
+        file's wavelengths do (`band_tolerance`: this call's, default `self.band_tolerance`);
+        without one the band count must be the trained one. A DataArray still in stored values
+        (`_FillValue`, `scale_factor` / `add_offset`, as `rioxarray.open_rasterio` leaves it)
+        is masked and scaled as its file would be.
+
+        On Dask the map is lazy, one task per chunk on y and x (the band axis is rechunked into
+        one chunk, and chunks thinner than half a window merged with a neighbour); each task
+        reads its chunk with a halo of half a window and reflects the scene at its border, so
+        every pixel equals `predict_map`'s. The model travels to worker processes once, pickled
+        on the device it is on. Without Dask the map is computed now.
+        """
+        from s3fn.inference.xarray_maps import predict_xarray
+
+        return predict_xarray(self, da, probabilities=probabilities, band_tolerance=band_tolerance)
 
     def map_tiles(
         self,

@@ -95,26 +95,51 @@ def map_tiles(
             raise S3FNDataError(
                 f"{where}: mask is {mask.shape}; expected {(height, width)} like the cube"
             )
-    device = next(model.parameters()).device
-    dense = supports_dense(model)
     for row0, col0 in origins if origins is not None else tile_origins(height, width, tile):
         rows, cols = min(tile, height - row0), min(tile, width - col0)
-        planes, nodata = _haloed_tile(
-            source, preprocessor, to_bands, window, row0, col0, rows, cols
+        yield map_tile(
+            model,
+            preprocessor,
+            to_bands,
+            source,
+            window,
+            (row0, col0, rows, cols),
+            mask=mask,
+            batch_size=batch_size,
         )
-        if dense:
-            probabilities = dense_probabilities(model, torch.from_numpy(planes), window)
-            probabilities = probabilities.cpu().numpy()
-        else:
-            probabilities = _per_window(model, planes, window, rows, cols, batch_size, device)
-        labels = probabilities.argmax(axis=2).astype(np.int64)
-        if mask is not None:
-            outside = ~mask[row0 : row0 + rows, col0 : col0 + cols]
-            labels[outside] = -1
-            probabilities[outside] = 0.0
-        labels[nodata] = -1
-        probabilities[nodata] = np.nan
-        yield MapTile(row0, col0, labels, probabilities)
+
+
+def map_tile(
+    model: nn.Module,
+    preprocessor: Preprocessor,
+    to_bands: Callable[[np.ndarray], np.ndarray],
+    source: CubeSource,
+    window: tuple[int, int],
+    tile: tuple[int, int, int, int],
+    *,
+    mask: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> MapTile:
+    """One tile of the map of `source`: `tile` is (row0, col0, rows, cols), any size inside the
+    scene; `map_tiles` checks the scene and the mask. The tile reads only its own pixels and
+    their halo (reflected at the scene's borders), so its labels do not depend on the tiling.
+    """
+    row0, col0, rows, cols = tile
+    planes, nodata = _haloed_tile(source, preprocessor, to_bands, window, row0, col0, rows, cols)
+    if supports_dense(model):
+        probabilities = dense_probabilities(model, torch.from_numpy(planes), window)
+        probabilities = probabilities.cpu().numpy()
+    else:
+        device = next(model.parameters()).device
+        probabilities = _per_window(model, planes, window, rows, cols, batch_size, device)
+    labels = probabilities.argmax(axis=2).astype(np.int64)
+    if mask is not None:
+        outside = ~mask[row0 : row0 + rows, col0 : col0 + cols]
+        labels[outside] = -1
+        probabilities[outside] = 0.0
+    labels[nodata] = -1
+    probabilities[nodata] = np.nan
+    return MapTile(row0, col0, labels, probabilities)
 
 
 def _haloed_tile(
