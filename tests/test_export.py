@@ -148,11 +148,34 @@ def as_input(cube: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cube.transpose(2, 0, 1)[None])
 
 
+def host_tiles(bundle: Bundle, facts: dict) -> tuple[dict, dict]:
+    """Tiles a host would give the artefact, cut with the sidecar's halo, and predict_map's
+    probabilities of the pixels they map: an unseen tile (12 x 16 mapped, not the 64 x 64 of
+    the check), the largest tile on the artefact's grid that needs no reflection, and the
+    whole cube reflect-padded by the halo."""
+    top, left, bottom, right = (facts["halo"][s] for s in ("top", "left", "bottom", "right"))
+    step = facts["tile"]["output_multiple"]
+    whole = probabilities(bundle.classifier, bundle.cube)
+    unseen = mosaic(bundle.cube, 12 + top + bottom, 16 + left + right, seed=1)
+    height, width = bundle.cube.shape[:2]
+    rows, cols = (height - top - bottom) // step * step, (width - left - right) // step * step
+    pad = ((top, bottom), (left, right), (0, 0))
+    tiles = {
+        "unseen": unseen,
+        "cut": bundle.cube[: rows + top + bottom, : cols + left + right],
+        "whole": np.pad(bundle.cube, pad, mode="reflect"),
+    }
+    expected = {
+        "unseen": probabilities(bundle.classifier, unseen)[..., top : top + 12, left : left + 16],
+        "cut": whole[..., top : top + rows, left : left + cols],
+        "whole": whole,
+    }
+    return tiles, expected
+
+
 @pytest.fixture(scope="module")
 def runs(bundles, tmp_path_factory) -> dict[tuple[str, str], Run]:
-    """Every (bundle, format) exported, then run in two fresh processes on: an unseen tile of
-    another size than the check tile, a tile cut inside the cube with the sidecar's halo, and
-    the whole cube reflect-padded by the halo."""
+    """Every (bundle, format) exported, then its `host_tiles` run in two fresh processes."""
     root = tmp_path_factory.mktemp("exports")
     done: dict[tuple[str, str], Run] = {}
     jobs: dict[str, list] = {"onnx": [], "pt2": []}
@@ -160,39 +183,15 @@ def runs(bundles, tmp_path_factory) -> dict[tuple[str, str], Run]:
         bundle = bundles[name]
         out = export(bundle.folder, fmt, root / f"{name}.{fmt}")
         run = done[name, fmt] = Run(out, json.loads(sidecar_path(out).read_text()))
-        halo = run.facts["halo"]
-        top, left, bottom, right = (halo[s] for s in ("top", "left", "bottom", "right"))
-        step = run.facts["tile"]["output_multiple"]
-        height, width = bundle.cube.shape[:2]
-        rows, cols = 3 * 4, 4 * 4  # multiples of every dense stride, unlike 64 x 64
-        unseen = mosaic(bundle.cube, rows + top + bottom, cols + left + right, seed=1)
-        run.tiles["unseen"] = unseen
-        run.expected["unseen"] = probabilities(bundle.classifier, unseen)[
-            ..., top : top + rows, left : left + cols
-        ]
-        whole = probabilities(bundle.classifier, bundle.cube)
-        inner = [
-            (n - a - b) // step * step for n, a, b in ((height, top, bottom), (width, left, right))
-        ]
-        r0, c0 = top, left
-        run.tiles["cut"] = bundle.cube[
-            r0 - top : r0 + inner[0] + bottom, c0 - left : c0 + inner[1] + right
-        ]
-        run.expected["cut"] = whole[..., r0 : r0 + inner[0], c0 : c0 + inner[1]]
-        pad = ((top, bottom), (left, right), (0, 0))
-        run.tiles["whole"] = np.pad(bundle.cube, pad, mode="reflect")
-        run.expected["whole"] = whole
-        paths = []
+        run.tiles, run.expected = host_tiles(bundle, run.facts)
         for key, tile in run.tiles.items():
-            path = root / f"{name}-{fmt}-{key}.npy"
-            np.save(path, as_input(tile))
-            paths.append(str(path))
-        jobs[fmt].append((str(out), paths))
+            np.save(root / f"{name}-{fmt}-{key}.npy", as_input(tile))
+        jobs[fmt].append((str(out), [str(root / f"{name}-{fmt}-{key}.npy") for key in run.tiles]))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for fmt, runner in (("onnx", ONNX_RUNNER), ("pt2", PT2_RUNNER)):
         command = [sys.executable, "-c", runner, json.dumps(jobs[fmt])]
-        done_ = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-        assert done_.returncode == 0, done_.stderr[-3000:]
+        process = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+        assert process.returncode == 0, process.stderr[-3000:]
     for (name, fmt), run in done.items():
         for key in run.tiles:
             run.outputs[key] = np.load(root / f"{name}-{fmt}-{key}.npy.out.npy")
