@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Export the bundle's map model for one tile (raw radiometry (1, B, H, W) in, class "
         "probabilities of every window inside the tile out; preprocessing and no-data "
         "handling inside) as ONNX (standard ops) or a torch.export .pt2 (the fused s3fn ops), "
-        "with <OUT>.json beside it: bands, window, the halo a host adds around each tile, "
+        "with <PATH>.json beside it: bands, window, the halo a host adds around each tile, "
         "tile sizes, and the difference from `s3fn predict --map` measured on a check tile."
     )
     parser.add_argument("bundle", metavar="BUNDLE_OR_RUN", help="bundle folder (or a run folder)")
