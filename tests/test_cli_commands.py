@@ -13,7 +13,7 @@ from s3fn.cli import build_parser, main
 from s3fn.inference import Classifier
 from tests.cli_helpers import BANDS, CLASSES, TINY, descriptions_file, object_folder
 
-SUBCOMMANDS = ["demo", "train", "evaluate", "predict", "describe", "embed", "info"]
+SUBCOMMANDS = ["demo", "train", "evaluate", "predict", "export", "describe", "embed", "info"]
 
 
 @pytest.fixture(scope="module")

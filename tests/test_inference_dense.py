@@ -94,6 +94,21 @@ def test_cnn_matches_per_window(window, bands, pools, spectral, size, channels):
     check_model(model, scene(*size, bands), window)
 
 
+@pytest.mark.parametrize(("window", "bands", "pools", "spectral", "size", "channels"), CNN_CASES)
+def test_dilated_pass_matches_shift_and_stitch(window, bands, pools, spectral, size, channels):
+    """The pass the ONNX export traces (any tile size) gives the features of the fused one."""
+    torch.manual_seed(0)
+    model = SpectralSpatialCNN(
+        bands, 3, window=window, pools=pools, spectral_branch=spectral, channels=channels
+    ).eval()
+    planes = padded_planes(scene(*size, bands), window)
+    with torch.no_grad():
+        stitched = model.dense_features(planes, window)
+        dilated = model.dense_features(planes, window, dilated=True)
+    assert dilated.shape == (size[0] * size[1], model.feature_dim)
+    torch.testing.assert_close(dilated, stitched, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("window", "size"),
     [pytest.param(15, (8, 9), id="15"), pytest.param(32, (17, 18), id="32")],

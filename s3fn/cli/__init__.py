@@ -1,4 +1,4 @@
-"""The `s3fn` command: train, evaluate, predict, describe, embed, demo, info.
+"""The `s3fn` command: train, evaluate, predict, export, describe, embed, demo, info.
 
 Each command lives in `s3fn.cli.<name>`, which parses its arguments and prints; the work is
 done by the library. Only the command being run is imported with its options, so predicting
@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "train a classifier into a run folder",
     "evaluate": "score a run or a bundle on data",
     "predict": "classify cubes with a bundle",
+    "export": "a bundle's map model for one tile, as ONNX or torch.export .pt2",
     "describe": "LLM -> class descriptions file",
     "embed": "class descriptions -> class embeddings file",
     "info": "versions, compiled backends and threads of this installation",

@@ -119,6 +119,11 @@ class Preprocessor:
         """Fraction of the total (standardised) variance each kept component explains."""
         return self.explained_variance / self.total_variance
 
+    def float32_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(B x C weights, C bias) in float32: `transform_pixels` computes pixels @ weights +
+        bias with exactly these numbers (an exported graph applies them too)."""
+        return self._weights32.copy(), self._bias32.copy()
+
     def transform_pixels(self, pixels: np.ndarray, *, chunk_rows: int = 32768) -> np.ndarray:
         """Map (..., B) pixels to (..., C) float32, in chunks of `chunk_rows` pixels.
 

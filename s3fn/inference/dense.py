@@ -26,7 +26,7 @@ def supports_dense(model: nn.Module) -> bool:
     """Whether `dense_probabilities` runs `model` exactly: a model of `s3fn.models` whose
     `dense_unsupported()` names no reason (a SpectralSpatialCNN without padding, a
     SpectralMeanMLP, or an S3FN on either)."""
-    return _unsupported(model) is None
+    return unsupported_reason(model) is None
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def dense_probabilities(
     where the scene is narrow enough), which bounds the peak memory: about 1.2 GB at the
     default for the paper's network with 30 components and 32 x 32 windows.
     """
-    reason = _unsupported(model)
+    reason = unsupported_reason(model)
     if reason is not None:
         raise ValueError(f"dense_probabilities: {reason}")
     h, w = as_window(window)
@@ -87,7 +87,8 @@ def dense_probabilities(
     return out
 
 
-def _unsupported(model: nn.Module) -> str | None:
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why `dense_probabilities` cannot run `model`, or None when it can."""
     reason = getattr(model, "dense_unsupported", None)
     if reason is None:
         return (

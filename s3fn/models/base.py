@@ -86,7 +86,10 @@ class WindowClassifier(nn.Module):
         """Why `dense_features` cannot reproduce this model's windows, or None when it can."""
         return f"{type(self).__name__} is not supported; it has no dense pass"
 
-    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    def dense_features(
+        self, tile: torch.Tensor, window: tuple[int, int], *, dilated: bool = False
+    ) -> torch.Tensor:
         """(rows * cols, feature_dim): `features` of every h x w window of `tile`
-        (C x (rows + h - 1) x (cols + w - 1)), row by row, computed in one pass."""
+        (C x (rows + h - 1) x (cols + w - 1)), row by row, computed in one pass; `dilated`
+        asks for a pass that traces for any tile size (export), where pooling makes it differ."""
         raise NotImplementedError(self.dense_unsupported())

@@ -40,6 +40,9 @@ class SpectralMeanMLP(WindowClassifier):
         """Window means run densely as a box filter: always supported."""
         return None
 
-    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-        """(rows * cols, feature_dim): the feature of every window's mean spectrum."""
+    def dense_features(
+        self, tile: torch.Tensor, window: tuple[int, int], *, dilated: bool = False
+    ) -> torch.Tensor:
+        """(rows * cols, feature_dim): the feature of every window's mean spectrum (one pass
+        for any tile size: `dilated` changes nothing)."""
         return self.feature(window_means(tile, *window))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from s3fn.models.base import WindowClassifier
-from s3fn.models.dense import shift_and_stitch, window_means
+from s3fn.models.dense import dilated_features, shift_and_stitch, window_means
 from s3fn.models.inputs import as_model_input, as_window
 from s3fn.models.layers import Conv3dBlock
 
@@ -147,12 +147,18 @@ class SpectralSpatialCNN(WindowClassifier):
             )
         return None
 
-    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    def dense_features(
+        self, tile: torch.Tensor, window: tuple[int, int], *, dilated: bool = False
+    ) -> torch.Tensor:
         """(rows * cols, feature_dim): `features` of every window of `tile`, by shift and stitch
-        over the conv blocks (`s3fn.models.dense`)."""
+        over the conv blocks, or with `dilated` by dilated convolutions, which trace for any
+        tile size (`s3fn.models.dense`)."""
         h, w = window
         rows, cols = tile.shape[1] - h + 1, tile.shape[2] - w + 1
-        z = shift_and_stitch(self, tile, rows, cols, self.dense_stride)
+        if dilated:
+            z = dilated_features(self, tile, rows, cols)
+        else:
+            z = shift_and_stitch(self, tile, rows, cols, self.dense_stride)
         if self.spectral is not None:
             centres = tile[:, h // 2 : h // 2 + rows, w // 2 : w // 2 + cols]
             centres = centres.permute(1, 2, 0).reshape(-1, tile.shape[0])

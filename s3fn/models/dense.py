@@ -96,6 +96,36 @@ def shift_and_stitch(
     return z[:rows, :cols].reshape(rows * cols, linear.out_features)
 
 
+def dilated_features(
+    cnn: SpectralSpatialCNN, tile: torch.Tensor, rows: int, cols: int
+) -> torch.Tensor:
+    """(rows * cols, feature_dim): what `shift_and_stitch` gives, by dilated (a trous)
+    convolutions on the tile's own grid: each stride-2 pool becomes a stride-1 pool over pixels
+    and every layer after it dilates by 2 more. No size rounds up, so the pass traces for any
+    tile size (export); it runs on plain PyTorch ops, since `conv3d_block` has no dilation."""
+    x = tile[None, None]
+    dilation = 1
+    extent = list(cnn.window)  # one window's local map size
+    for block in cnn.blocks:
+        extent = [e - k + 1 for e, k in zip(extent, block.weight.shape[3:], strict=True)]
+        x = F.conv3d(x, block.weight, block.bias, dilation=(1, dilation, dilation))
+        if block.relu:
+            x = F.relu(x)
+        if block.pool is not None:
+            depth = x.shape[2] // 2
+            x = x[:, :, 0 : 2 * depth : 2] + x[:, :, 1 : 2 * depth : 2]
+            x = x[..., :-dilation, :] + x[..., dilation:, :]
+            x = (x[..., :-dilation] + x[..., dilation:]) * 0.125
+            extent = [e // 2 for e in extent]
+            dilation *= 2
+    linear = cnn.feature[1]
+    channels, depth = x.shape[1:3]
+    weight = linear.weight.view(linear.out_features, channels * depth, *extent)
+    z = F.conv2d(x.flatten(1, 2), weight, linear.bias, dilation=dilation)
+    # The windows' last rows and columns that a floor pool dropped leave extra outputs: cropped.
+    return z[0, :, :rows, :cols].reshape(linear.out_features, rows * cols).T
+
+
 def _pooled_phases(y: torch.Tensor, size: list[int]) -> torch.Tensor:
     """(P, C, D, H, W) -> (4P, C, D // 2, rows, cols): the sums over 2x2x2 windows (stride 2
     over bands, 1 over pixels) of each map, split into its 4 spatial phases (rows a::2,

@@ -141,8 +141,11 @@ class LinearPixel(nn.Module):
         """Always runs densely."""
         return None
 
-    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-        """(rows * cols, C): the centre-pixel or mean spectrum of every window of `tile`."""
+    def dense_features(
+        self, tile: torch.Tensor, window: tuple[int, int], *, dilated: bool = False
+    ) -> torch.Tensor:
+        """(rows * cols, C): the centre-pixel or mean spectrum of every window of `tile` (one
+        pass for any tile size: `dilated` changes nothing)."""
         h, w = window
         if self.reduce == "mean":
             return window_means(tile, h, w)

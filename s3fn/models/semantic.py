@@ -207,6 +207,8 @@ class S3FN(nn.Module):
         reason = self.backbone.dense_unsupported()
         return None if reason is None else f"an S3FN on a {reason}"
 
-    def dense_features(self, tile: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    def dense_features(
+        self, tile: torch.Tensor, window: tuple[int, int], *, dilated: bool = False
+    ) -> torch.Tensor:
         """The backbone's features of every window of `tile` (see `WindowClassifier`)."""
-        return self.backbone.dense_features(tile, window)
+        return self.backbone.dense_features(tile, window, dilated=dilated)

@@ -1,0 +1,338 @@
+"""Export a bundle's whole map model for one tile, as ONNX or as a torch.export program (.pt2).
+
+The artefact takes a raw tile (1, B, H, W) in the bundle's bands and gives the probabilities
+of every window inside it (`TileMapModel`): a host that cuts tiles with the halo of
+`map_model.halo` (reflecting the scene at its borders) gets `predict_map`'s probabilities.
+Every export is run once against `Classifier.predict_map` on a seeded check tile; beside the
+artefact, `<out>.json` says what it takes and gives and how far it was from `predict_map`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from s3fn import __version__
+from s3fn.atomic import atomic_write_bytes
+from s3fn.inference.bundle import locate_bundle
+from s3fn.inference.classifier import Classifier
+from s3fn.inference.map_model import TileMapModel, halo
+from s3fn.models.registry import build_model
+
+FORMATS = ("onnx", "pt2")
+TOLERANCE = 1e-4  # the largest difference from predict_map an export may show
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+INPUT_NAME, OUTPUT_NAME = "tile", "probabilities"
+INPUT_LAYOUT = "(1, B, H, W) float32 raw radiometry in the bundle's bands"
+OUTPUT_LAYOUT = (
+    "(1, K, H - h + 1, W - w + 1) float32 class probabilities of the windows wholly inside "
+    "the tile; output (r, c) is the pixel at input (r + top, c + left); NaN at no-data pixels"
+)
+MAX_SIDE = 1 << 16  # the largest tile side a dynamic export accepts
+
+
+class ExportError(Exception):
+    """An export that failed or did not match `predict_map`; nothing was written for it."""
+
+
+def export(
+    bundle: str | os.PathLike | Classifier,
+    fmt: str,
+    out: str | os.PathLike,
+    *,
+    tile: int | None = None,
+    check_tile: int = 64,
+) -> Path:
+    """Write the map model of `bundle` (a bundle or run folder, or a `Classifier`) to `out`
+    as `fmt` ("onnx" or "pt2"), and its description to `<out>.json`; returns `out`.
+
+    H and W are dynamic unless `tile` fixes the output at `tile` x `tile` pixels; a dynamic
+    output is at least 2 x 2 (torch.export specialises sizes that may be 1). ONNX runs the
+    3D-CNN's dense pass by dilated convolutions on standard ops: any size. A .pt2 keeps the
+    fused `s3fn` ops, whose shift-and-stitch pass pads phase grids to the pooling stride,
+    which torch.export can only trace for sizes on that grid: a dynamic .pt2's output sides
+    must be multiples of the model's `dense_stride` (4 with the paper's two pools, else 1),
+    at least twice it (other sizes raise); a fixed `tile` has no such limit. The sidecar
+    records which. The export is compared with `predict_map` on a seeded `check_tile` x
+    `check_tile` tile (plus halo; the fixed tile where `tile` is given) and refused, leaving
+    no file, where they differ by more than `TOLERANCE`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"export: format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx()
+    if tile is not None and tile < 1:
+        raise ValueError(f"export: tile={tile}; expected a positive tile side (pixels mapped)")
+    classifier = bundle if isinstance(bundle, Classifier) else _load(bundle)
+    out = Path(out)
+    # A frozen copy on the CPU: the graph then runs without autograd whatever mode its caller
+    # is in (the fused dense pass writes into views, which autograd refuses).
+    model = _onnx_model(classifier.model) if fmt == "onnx" else copy.deepcopy(classifier.model)
+    model.cpu().requires_grad_(False)
+    map_model = TileMapModel(
+        model, classifier.preprocessor, classifier.window, dilated=fmt == "onnx"
+    )
+    shape = _TileShape(classifier.window, 1 if fmt == "onnx" else model.dense_stride, tile)
+    side = shape.check_side(check_tile)
+    check = _check_cube(classifier, side)
+    top, left, _, _ = halo(classifier.window)
+    expected = classifier.predict_map(check, return_probabilities=True)[1]
+    expected = expected[top : top + side, left : left + side].transpose(2, 0, 1)[None]
+    scratch = _scratch_file(out)
+    try:
+        try:
+            with torch.no_grad():
+                actual = _write(map_model.eval(), fmt, scratch, shape, check)
+        except Exception as exc:
+            lines = str(exc).strip().splitlines() or [""]
+            raise ExportError(
+                f"{out}: {fmt} export failed ({type(exc).__name__}: {lines[0]})"
+            ) from exc
+        difference = max_difference(actual, expected)
+        if not difference <= TOLERANCE:
+            raise ExportError(
+                f"{out}: the exported {fmt} model differs from predict_map by {difference:.3g} "
+                f"on a {side}x{side} check tile (tolerance {TOLERANCE:g}); nothing was written"
+            )
+        os.replace(scratch, out)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    sidecar = _sidecar(classifier, fmt, out, shape, side, difference)
+    atomic_write_bytes(sidecar_path(out), (json.dumps(sidecar, indent=1) + "\n").encode())
+    return out
+
+
+def load_exported(path: str | os.PathLike) -> torch.export.ExportedProgram:
+    """A .pt2 written by `export`, loaded after registering the s3fn ops its graph calls;
+    call it as `load_exported(path).module()(tile)`."""
+    import s3fn.ops  # noqa: F401  (registers torch.ops.s3fn.*)
+
+    return torch.export.load(Path(path))
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """Where the description of the artefact `out` goes: `<out>.json`."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def max_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """The largest absolute difference; infinite where the shapes or the NaN pixels differ."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        return float("inf")
+    missing = np.isnan(expected)
+    if (np.isnan(actual) != missing).any():
+        return float("inf")
+    return float(np.abs(actual[~missing] - expected[~missing]).max(initial=0.0))
+
+
+class _TileShape:
+    """The tiles an export takes: fixed (`tile` x `tile` output pixels) or dynamic, output
+    sides then multiples of `multiple` and at least `min_output`."""
+
+    def __init__(self, window: tuple[int, int], multiple: int, tile: int | None) -> None:
+        self.window, self.multiple, self.fixed = window, multiple, tile
+        # torch.export specialises a size that may be 1, hence two grid steps at least.
+        self.min_output = 2 * multiple
+
+    def check_side(self, check_tile: int) -> int:
+        """The output side of the check tile: the fixed tile, or `check_tile` where it fits."""
+        if self.fixed is not None:
+            return self.fixed
+        if check_tile < self.min_output or check_tile % self.multiple:
+            raise ValueError(
+                f"export: check_tile={check_tile}; expected a multiple of {self.multiple}, "
+                f">= {self.min_output}"
+            )
+        return check_tile
+
+    def example(self, bands: int) -> torch.Tensor:
+        """A tile to trace with: the fixed one, or unequal dynamic sides (no duck sizing)."""
+        h, w = self.window
+        rows = self.fixed or 4 * self.multiple
+        steps = (rows + self.multiple, rows + 2 * self.multiple)
+        cols = self.fixed or next(c for c in steps if c + w != rows + h)
+        return torch.zeros(1, bands, rows + h - 1, cols + w - 1)
+
+    def dynamic_shapes(self) -> dict[str, Any] | None:
+        """torch.export's `dynamic_shapes` for the input tile (None when fixed)."""
+        if self.fixed is not None:
+            return None
+        h, w = self.window
+        m = self.multiple
+        if m == 1:
+            height = torch.export.Dim("height", min=h - 1 + self.min_output, max=MAX_SIDE)
+            width = torch.export.Dim("width", min=w - 1 + self.min_output, max=MAX_SIDE)
+        else:
+            rows = torch.export.Dim("row_steps", min=2, max=MAX_SIDE // m)
+            cols = torch.export.Dim("col_steps", min=2, max=MAX_SIDE // m)
+            height, width = m * rows + h - 1, m * cols + w - 1
+        return {INPUT_NAME: {2: height, 3: width}}
+
+    def describe(self) -> dict[str, Any]:
+        """The sidecar's `tile` field."""
+        if self.fixed is not None:
+            return {"dynamic": False, "output": [self.fixed, self.fixed]}
+        return {
+            "dynamic": True,
+            "output_multiple": self.multiple,
+            "min_output": self.min_output,
+            "max_input": MAX_SIDE,
+        }
+
+
+def _load(bundle: str | os.PathLike) -> Classifier:
+    return Classifier.load(locate_bundle(bundle)[0])
+
+
+def _require_onnx() -> None:
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"export to ONNX needs {', '.join(ONNX_PACKAGES)} (missing: {', '.join(missing)}); "
+            "install them with `pip install s3fn[export]`"
+        )
+
+
+def _onnx_model(model: nn.Module) -> nn.Module:
+    """The same model on the ops' plain PyTorch references, which ONNX has standard ops for."""
+    embeddings = getattr(model, "class_embeddings", None)
+    rebuilt = build_model(model.config(), class_embeddings=embeddings, use_fused_ops=False)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.eval()
+
+
+def _check_cube(classifier: Classifier, side: int) -> np.ndarray:
+    """A seeded tile of `side` x `side` pixels plus halo, values drawn around the training
+    mean with its spread, and one no-data pixel in the middle."""
+    preprocessor = classifier.preprocessor
+    h, w = classifier.window
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((side + h - 1, side + w - 1, preprocessor.n_bands))
+    cube = (preprocessor.mean + preprocessor.scale * noise).astype(np.float32)
+    cube[cube.shape[0] // 2, cube.shape[1] // 2] = np.nan
+    return cube
+
+
+def _scratch_file(out: Path) -> Path:
+    """An empty file beside `out` to export into, renamed to `out` once checked."""
+    if out.is_dir():
+        raise ExportError(f"{out}: is a folder; expected the path of the file to write")
+    scratch = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch.touch()
+    except OSError as exc:
+        raise ExportError(
+            f"{out.parent}: cannot write the export there ({exc.strerror or exc})"
+        ) from None
+    return scratch
+
+
+def _write(
+    map_model: TileMapModel, fmt: str, path: Path, shape: _TileShape, check: np.ndarray
+) -> np.ndarray:
+    """Export `map_model` to `path`, load it back, and run it on the check cube."""
+    example = shape.example(map_model.n_bands)
+    tile = torch.from_numpy(np.ascontiguousarray(check.transpose(2, 0, 1)[None]))
+    if fmt == "pt2":
+        program = torch.export.export(map_model, (example,), dynamic_shapes=shape.dynamic_shapes())
+        torch.export.save(program, path)
+        return load_exported(path).module()(tile).numpy()
+    with _quiet():
+        torch.onnx.export(
+            map_model,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shape.dynamic_shapes(),
+            external_data=False,
+            verbose=False,
+        )
+    return _run_onnx(path, tile.numpy())
+
+
+def _run_onnx(path: Path, tile: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: tile})[0]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The ONNX exporter's progress lines, warnings and log records, kept off the output."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _sidecar(
+    classifier: Classifier, fmt: str, out: Path, shape: _TileShape, side: int, difference: float
+) -> dict[str, Any]:
+    preprocessor = classifier.preprocessor
+    top, left, bottom, right = halo(classifier.window)
+    description: dict[str, Any] = {
+        "format": fmt,
+        "file": out.name,
+        "kind": classifier.kind,
+        "class_names": classifier.class_names,
+        "bands": preprocessor.n_bands,
+        "band_centres": _listed(preprocessor.wavelengths),
+        "band_widths": _listed(preprocessor.fwhm),
+        "window": list(classifier.window),
+        "halo": {"top": top, "left": left, "bottom": bottom, "right": right},
+        "input": INPUT_LAYOUT,
+        "input_name": INPUT_NAME,
+        "output": OUTPUT_LAYOUT,
+        "output_name": OUTPUT_NAME,
+        "tile": shape.describe(),
+        "no_data": "a pixel with a NaN band: NaN probabilities; windows reaching it see the "
+        "training mean there",
+        "voting": None,
+        "max_abs_diff": difference,
+        "check_tile": [side, side],
+        "tolerance": TOLERANCE,
+        "s3fn_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    if classifier.kind == "object":
+        description["voting"] = {
+            "method": classifier.voting,
+            "n_windows": classifier.n_windows,
+            "mask_threshold": classifier.mask_threshold,
+            "seed": classifier.seed,
+            "how": "predict_image draws n_windows windows wholly inside the object mask (band "
+            "sum > mask_threshold) and votes over their probabilities: a whole image given "
+            "as the tile, without halo, has window (r, c)'s probabilities at output (r, c)",
+        }
+    return description
+
+
+def _listed(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
