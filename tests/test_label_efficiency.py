@@ -182,6 +182,8 @@ def test_a_scene_labelled_on_one_side_trains_on_its_labels_and_reports_the_basel
     assert set(tried) == set(STRENGTHS) and validation["linear_strength"] in STRENGTHS
     assert validation["linear"]["oa"] == tried[validation["linear_strength"]] == max(tried.values())
     assert json.loads((run / "split.json").read_text())["holdout"] == "fields"
+    assert validation["units"] >= 3 and validation["confidence"] == 0.95
+    assert validation["network_kept"] <= (validation["advantage_lower_bound"] > 0)
     assert metrics["refit"]["model"] == metrics["model"]
     kept = metrics["validation"]["network_kept"]
     held = "3D-CNN" if kept else "warning: the bundle holds the linear pixel model"

@@ -25,10 +25,13 @@ from s3fn.data.defaults import (
     object_window,
     pools_for,
 )
+from s3fn.data.fields import label_fields
+from s3fn.data.nodata import nodata_pixels
 from s3fn.data.pipeline import prepare_object_stores, prepare_scene_stores
 from s3fn.data.preprocess import Preprocessor
 from s3fn.data.splits import ObjectSplit, SceneSplit
 from s3fn.data.store import WindowStore
+from s3fn.evaluate.paired import advantage_lower_bound
 from s3fn.inference import Classifier
 from s3fn.models.inputs import as_window
 from s3fn.models.linear import STRENGTHS, C, LinearPixel
@@ -42,6 +45,7 @@ from s3fn.train.settings import Recipe, TrainSettings, resolve
 logger = logging.getLogger(__name__)
 LINEAR = MODELS["linear"]
 NETWORK_MARGIN = 0.005  # OA by which a network must beat the linear pixel model on validation
+NETWORK_CONFIDENCE = 0.95  # how sure validation, resampled by fields or images, must be of it
 
 if TYPE_CHECKING:
     from s3fn.semantics import Descriptions, TextEncoder
@@ -317,28 +321,55 @@ def _compare_on_validation(
 ) -> dict[str, Any]:
     """The network and the linear pixel models of one pass scored on the validation part (image
     level for objects, pixel level for scenes): the linear model's C is the one that scores
-    best (the default C on a tie), and the network is kept only where it beats that model by
-    more than `NETWORK_MARGIN` of OA, since a network that does not is the less robust of the
-    two where the scene to map differs from the labelled part."""
+    best (the default C on a tie). The network is kept only where it beats that model by more
+    than `NETWORK_MARGIN` of OA and its advantage stays above zero at `NETWORK_CONFIDENCE`
+    over the validation fields (images), drawn whole: a network that does not is the less
+    robust of the two where the scene to map differs from the labelled part, and a lead won
+    on one or two fields is no evidence that it does."""
 
-    def report(model: _Trained) -> Any:
+    def score(model: _Trained) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(report, whether each unit's sample is right, its unit)."""
         evaluation = run.classifier(model, {}).evaluate(data, split.val)
-        return evaluation.images if evaluation.images is not None else evaluation.windows
+        if evaluation.votes is not None:
+            images = evaluation.votes.groups
+            truth = np.asarray(data.labels)[images]
+            return evaluation.images, evaluation.votes.labels == truth, images
+        hits = evaluation.probabilities.argmax(axis=1) == evaluation.labels
+        return evaluation.windows, hits, _scene_validation_fields(data, split)
 
-    network = report(trained)
-    linears = {c: report(trained.linear_only(c)) for c in STRENGTHS}
-    strength = max(STRENGTHS, key=lambda c: (linears[c].oa, c == C))
-    linear = linears[strength]
+    network, network_hits, units = score(trained)
+    linears = {c: score(trained.linear_only(c)) for c in STRENGTHS}
+    strength = max(STRENGTHS, key=lambda c: (linears[c][0].oa, c == C))
+    linear, linear_hits, _ = linears[strength]
+    lower = advantage_lower_bound(
+        units,
+        network_hits,
+        linear_hits,
+        confidence=NETWORK_CONFIDENCE,
+        seed=run.recipe.settings.seed,
+    )
     return {
         "level": "image" if isinstance(data, ObjectDataset) else "pixel",
         "count": network.total,
+        "units": len(np.unique(units)),
         "network": network.scalars(),
         "linear": linear.scalars(),
         "linear_strength": strength,
-        "linear_strengths": {str(c): linears[c].oa for c in STRENGTHS},
-        "network_kept": network.oa > linear.oa + NETWORK_MARGIN,
+        "linear_strengths": {str(c): linears[c][0].oa for c in STRENGTHS},
+        "advantage_lower_bound": lower,
+        "confidence": NETWORK_CONFIDENCE,
+        "network_kept": network.oa > linear.oa + NETWORK_MARGIN and lower > 0,
         "margin": NETWORK_MARGIN,
     }
+
+
+def _scene_validation_fields(data: SceneDataset, split: SceneSplit) -> np.ndarray:
+    """The field, among the validation pixels, of each pixel `Classifier.evaluate` scores on
+    the validation part (it leaves no-data pixels out, and so does this)."""
+    pixels = split.val[~nodata_pixels(data.cube.data[split.val[:, 0], split.val[:, 1]])]
+    held = np.zeros(data.labels.shape, dtype=data.labels.dtype)
+    held[pixels[:, 0], pixels[:, 1]] = data.labels[pixels[:, 0], pixels[:, 1]]
+    return label_fields(held)[pixels[:, 0], pixels[:, 1]]
 
 
 def _batches(store: WindowStore, size: int = 4096) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -251,16 +251,31 @@ def held_model_line(validation: Mapping[str, Any] | None, trained: str) -> str |
         return None
     network, linear = 100 * validation["network"]["oa"], 100 * validation["linear"]["oa"]
     margin = 100 * validation["margin"]
+    unit = "fields" if validation["level"] == "pixel" else "images"
+    units = f"{validation['units']} validation {unit}"
+    sure = (
+        f"{100 * validation['advantage_lower_bound']:+.2f} points at "
+        f"{validation['confidence']:.0%} confidence over its {units}"
+    )
     if validation["network_kept"]:
         return (
             f"the bundle holds {trained}: it beat the {LINEAR} on validation by "
-            f"{network - linear:.2f} points of OA (more than {margin:.1f})"
+            f"{network - linear:.2f} points of OA (more than {margin:.1f}; {sure})"
+        )
+    if network > linear + margin:
+        why = (
+            f"scored {network:.2f} on validation against the linear model's {linear:.2f}, but "
+            f"its lead is not sure ({sure}): won on a few fields, it is no evidence"
+        )
+    else:
+        why = (
+            f"scored {network:.2f} on validation against the linear model's {linear:.2f}, not "
+            f"more than {margin:.1f} points above it"
         )
     return (
-        f"the bundle holds the {LINEAR}, not {trained}: the network scored {network:.2f} on "
-        f"validation against the linear model's {linear:.2f}, not more than {margin:.1f} points "
-        "above it, and a network that does not beat it there is the less robust of the two on "
-        "parts of a scene unlike the labelled ones (--no-compare-linear keeps the network)"
+        f"the bundle holds the {LINEAR}, not {trained}: the network {why}, and a network that "
+        "does not surely beat it there is the less robust of the two on parts of a scene unlike "
+        "the labelled ones (--no-compare-linear keeps the network)"
     )
 
 
