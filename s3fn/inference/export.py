@@ -7,7 +7,7 @@ of every window inside it (`TileMapModel`): a host that cuts tiles with the halo
 Every export is run once against `Classifier.predict_map` on a seeded check tile; beside the
 artefact, `<out>.json` says what it takes and gives and how far it was from `predict_map`.
 An AOTInductor package also carries its halo, tile grid and torch version in its own metadata
-(`PACKAGE_KEYS`), so a host needs nothing beside it.
+(`package_metadata`), so a host needs nothing beside it.
 """
 
 from __future__ import annotations
@@ -61,20 +61,6 @@ MARCHES: dict[str, int | None] = {
     "native": None,  # this machine's: may not run on another CPU
 }
 DEFAULT_MARCH = "x86-64-v3" if platform.machine() in ("x86_64", "AMD64") else "native"
-# What an AOTInductor package says of itself (its metadata, all strings): the torch that
-# compiled it, the bands it takes, its halo (top left bottom right), its tile grid (output
-# sides: multiples of output_multiple, at least min_output; a fixed tile has both equal to
-# its side) and the instruction set it was compiled for.
-PACKAGE_KEYS = (
-    "s3fn_version",
-    "s3fn_torch_version",
-    "s3fn_bands",
-    "s3fn_halo",
-    "s3fn_tile",
-    "s3fn_output_multiple",
-    "s3fn_min_output",
-    "s3fn_march",
-)
 
 
 class ExportError(Exception):
@@ -201,8 +187,12 @@ def load_aoti(path: str | os.PathLike) -> AOTICompiledModel:
 
 
 def package_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata an AOTInductor package carries (`PACKAGE_KEYS` and inductor's AOTI_*
-    keys), read without loading its compiled code."""
+    """The metadata an AOTInductor package carries, read without loading its compiled code:
+    inductor's AOTI_* keys and, from `export`, all strings: `s3fn_version`,
+    `s3fn_torch_version` (the torch that compiled it), `s3fn_bands`, `s3fn_halo` ("top left
+    bottom right"), `s3fn_tile` ("dynamic" or "fixed"), `s3fn_output_multiple` and
+    `s3fn_min_output` (output sides it takes: multiples of the one, at least the other; both
+    the side of a fixed tile) and `s3fn_march` (the instruction set it was compiled for)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such AOTInductor package")
@@ -401,7 +391,7 @@ def _run_onnx(path: Path, tile: np.ndarray) -> np.ndarray:
 
 
 def _package_metadata(classifier: Classifier, shape: _TileShape, march: str) -> dict[str, str]:
-    """`PACKAGE_KEYS`: what an AOTInductor package says of itself."""
+    """What an AOTInductor package says of itself (the s3fn_* keys of `package_metadata`)."""
     described = shape.describe()
     fixed = shape.fixed
     return {
