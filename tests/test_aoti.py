@@ -32,6 +32,7 @@ from s3fn.inference.export import (
     PackageError,
     export,
     load_aoti,
+    load_exported,
     package_metadata,
     sidecar_path,
 )
@@ -257,6 +258,11 @@ def test_the_cpp_host_refuses_bad_input_in_one_line(host, package, scene, tmp_pa
     done = subprocess.run(three, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("usage: s3fn-map-cube PACKAGE")
     assert not (tmp_path / "labels.npy").exists()
+
+
+def test_load_exported_points_an_aoti_package_to_load_aoti(package):
+    with pytest.raises(PackageError, match=r"an AOTInductor package, .* load it with load_aoti"):
+        load_exported(package.path)
 
 
 def test_load_aoti_refuses_what_is_not_a_package(tmp_path):

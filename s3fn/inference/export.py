@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,10 +158,19 @@ def export(
 
 def load_exported(path: str | os.PathLike) -> torch.export.ExportedProgram:
     """A .pt2 written by `export`, loaded after registering the s3fn ops its graph calls;
-    call it as `load_exported(path).module()(tile)`."""
+    call it as `load_exported(path).module()(tile)`. An AOTInductor package (also a .pt2) is
+    refused with a pointer to `load_aoti`, not torch.export's deserialisation error."""
     import s3fn.ops  # noqa: F401  (registers torch.ops.s3fn.*)
 
-    return torch.export.load(Path(path))
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any("/data/aotinductor/" in name for name in archive.namelist()):
+                raise PackageError(
+                    f"{path}: an AOTInductor package, not a torch.export program; "
+                    "load it with load_aoti"
+                )
+    return torch.export.load(path)
 
 
 def load_aoti(path: str | os.PathLike) -> AOTICompiledModel:
