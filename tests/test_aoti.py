@@ -260,6 +260,17 @@ def test_the_cpp_host_refuses_bad_input_in_one_line(host, package, scene, tmp_pa
     assert not (tmp_path / "labels.npy").exists()
 
 
+def test_the_loaded_package_refuses_a_tile_off_its_grid(package):
+    model = load_aoti(package.path)
+    expected = r"expected \(1, 18, H, W\) float32 with H - 14 and W - 14 \(the outputs\) a multiple"
+    for shape in ((1, SCENE_BANDS, 21 + 14, 24 + 14), (1, 5, 22, 22), (1, SCENE_BANDS, 18, 22)):
+        with pytest.raises(ValueError, match=expected):
+            model(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"torch\.float64: expected"):
+        model(torch.zeros(1, SCENE_BANDS, 22, 22, dtype=torch.float64))
+    assert model(torch.zeros(1, SCENE_BANDS, 22, 22)).shape == (1, 3, 8, 8)
+
+
 def test_load_exported_points_an_aoti_package_to_load_aoti(package):
     with pytest.raises(PackageError, match=r"an AOTInductor package, .* load it with load_aoti"):
         load_exported(package.path)

@@ -113,7 +113,8 @@ PackageFacts read_facts(const std::string& package) {
   }
   std::unordered_map<std::string, std::string> metadata;
   try {
-    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(package, "model");
+    using torch::inductor::AOTIModelPackageLoader;
+    metadata = AOTIModelPackageLoader::load_metadata_from_package(package, "model");
   } catch (const c10::Error& e) {
     throw std::runtime_error(package + ": not an AOTInductor package (" +
                              first_line(e.what_without_backtrace()) + ")");
@@ -172,16 +173,18 @@ class CubeMapper {
   }
 
   // Class indices of the whole cube, row by row of tiles.
-  std::vector<int32_t> map(int64_t* tiles) {
+  std::vector<int32_t> map() {
     std::vector<int32_t> labels(static_cast<size_t>(height_ * width_));
-    *tiles = 0;
     for (int64_t r0 = 0; r0 < height_; r0 += tile_) {
       for (int64_t c0 = 0; c0 < width_; c0 += tile_) {
         map_tile(r0, c0, std::min(tile_, height_ - r0), std::min(tile_, width_ - c0), labels);
-        ++*tiles;
       }
     }
     return labels;
+  }
+
+  int64_t tile_count() const {
+    return (height_ + tile_ - 1) / tile_ * ((width_ + tile_ - 1) / tile_);
   }
 
  private:
@@ -204,6 +207,14 @@ class CubeMapper {
     }
     if (facts_.device != "cpu") input = input.to(c10::Device(facts_.device));
     at::Tensor probabilities = loader_.run({input})[0].to(c10::kCPU).contiguous();
+    if (probabilities.dim() != 4 || probabilities.size(2) != out_rows ||
+        probabilities.size(3) != out_cols) {
+      throw std::runtime_error("the package gave probabilities of shape " +
+                               npy::shape_text(probabilities.sizes().vec()) + " for a " +
+                               std::to_string(in_rows) + "x" + std::to_string(in_cols) +
+                               " tile; expected (1, K, " + std::to_string(out_rows) + ", " +
+                               std::to_string(out_cols) + ")");
+    }
     const int64_t classes = probabilities.size(1);
     const float* p = probabilities.data_ptr<float>();
     const int64_t plane = out_rows * out_cols;
@@ -259,20 +270,20 @@ int run(int argc, char** argv) {
   CubeMapper mapper(args.package, facts, cube, tile);
   std::vector<int32_t> labels;
   std::vector<double> seconds;
-  int64_t tiles = 0;
   for (int i = 0; i < args.repeat; i++) {
     const auto start = std::chrono::steady_clock::now();
-    labels = mapper.map(&tiles);
+    labels = mapper.map();
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   npy::write_int32(args.labels, labels, {cube.shape[0], cube.shape[1]});
   std::sort(seconds.begin(), seconds.end());
   const double median = seconds[seconds.size() / 2];
-  std::cout << "mapped " << cube.shape[0] << "x" << cube.shape[1] << " pixels in " << tiles
-            << " tiles of up to " << tile << "x" << tile << ": median " << median << " s of "
-            << args.repeat << " (" << static_cast<double>(cube.shape[0] * cube.shape[1]) / median
-            << " pixels/s)\nwrote " << args.labels << "\n";
+  const double pixels = static_cast<double>(cube.shape[0] * cube.shape[1]);
+  std::cout << "mapped " << cube.shape[0] << "x" << cube.shape[1] << " pixels in "
+            << mapper.tile_count() << " tiles of up to " << tile << "x" << tile << ": median "
+            << median << " s of " << args.repeat << " (" << pixels / median << " pixels/s)\n"
+            << "wrote " << args.labels << "\n";
   return 0;
 }
 

@@ -173,7 +173,7 @@ def load_exported(path: str | os.PathLike) -> torch.export.ExportedProgram:
     return torch.export.load(path)
 
 
-def load_aoti(path: str | os.PathLike) -> AOTICompiledModel:
+def load_aoti(path: str | os.PathLike) -> CompiledMapModel:
     """An AOTInductor package written by `export(..., "aoti", ...)`, loaded after registering
     the s3fn ops it calls by name; call it as `load_aoti(path)(tile)`. A package compiled with
     another torch version is refused in one line naming both: its kernels are built against
@@ -193,7 +193,45 @@ def load_aoti(path: str | os.PathLike) -> AOTICompiledModel:
         )
     load_extension()
     with _portable_isa_accepted():
-        return torch._inductor.aoti_load_package(str(path))
+        return CompiledMapModel(torch._inductor.aoti_load_package(str(path)), metadata)
+
+
+class CompiledMapModel:
+    """A loaded AOTInductor package of the map model: `model(tile)` gives the probabilities of
+    a (1, B, H, W) float32 tile. The tile is checked against the package's metadata first:
+    compiled code trusts its input's shape, and a tile off the package's grid would give a
+    wrongly sized output without an error."""
+
+    def __init__(self, compiled: AOTICompiledModel, metadata: dict[str, str]) -> None:
+        self.compiled, self.metadata = compiled, metadata
+        self.bands = int(metadata["s3fn_bands"])
+        top, left, bottom, right = (int(side) for side in metadata["s3fn_halo"].split())
+        self.halo = (top + bottom, left + right)
+        self.multiple = int(metadata["s3fn_output_multiple"])
+        self.min_output = int(metadata["s3fn_min_output"])
+        self.fixed = metadata["s3fn_tile"] == "fixed"
+
+    def __call__(self, tile: torch.Tensor) -> torch.Tensor:
+        """(1, K, H - h + 1, W - w + 1) probabilities of `tile`, NaN at no-data pixels."""
+        outputs = [size - halo for size, halo in zip(tile.shape[2:], self.halo, strict=False)]
+        fits = tile.ndim == 4 and tuple(tile.shape[:2]) == (1, self.bands)
+        fits = fits and tile.dtype == torch.float32 and all(map(self._on_grid, outputs))
+        if not fits:
+            grid = (
+                f"{self.min_output}"
+                if self.fixed
+                else f"a multiple of {self.multiple}, at least {self.min_output}"
+            )
+            raise ValueError(
+                f"tile {tuple(tile.shape)} {tile.dtype}: expected (1, {self.bands}, H, W) "
+                f"float32 with H - {self.halo[0]} and W - {self.halo[1]} (the outputs) {grid}"
+            )
+        return self.compiled(tile)
+
+    def _on_grid(self, outputs: int) -> bool:
+        if self.fixed:
+            return outputs == self.min_output
+        return outputs >= self.min_output and outputs % self.multiple == 0
 
 
 def package_metadata(path: str | os.PathLike) -> dict[str, str]:
