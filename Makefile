@@ -41,4 +41,4 @@ lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf build s3fn/_C*.so *.egg-info
+	rm -rf build s3fn/_C*.so s3fn/libs3fn_ops*.so *.egg-info

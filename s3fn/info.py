@@ -7,11 +7,12 @@ import platform
 import torch
 
 import s3fn
-from s3fn._extension import load_extension
+from s3fn._extension import load_extension, ops_library_path
 
 
 def build_info() -> dict[str, object]:
-    """Versions, compiled backends (with the reason when CUDA is absent) and thread count."""
+    """Versions, the ops library (its path, what it was compiled with, the reason when CUDA is
+    absent) and the thread count."""
     ext = load_extension()
     cuda_built = bool(ext.built_with_cuda)
     return {
@@ -20,6 +21,7 @@ def build_info() -> dict[str, object]:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "extension_built_against_torch": ext.built_torch,
+        "ops_library": str(ops_library_path()),
         "backends": ["cpu", "cuda"] if cuda_built else ["cpu"],
         "cuda_archs": ext.cuda_archs.split(";") if cuda_built else [],
         "cuda_status": ext.cuda_status,
@@ -43,6 +45,7 @@ def format_info(info: dict[str, object]) -> str:
         f"python {info['python']}",
         f"torch {info['torch']} (CUDA {info['torch_cuda'] or 'none'}); "
         f"extension built against torch {info['extension_built_against_torch']}",
+        f"ops library: {info['ops_library']}",
         f"backends: {backends}",
         f"cuda kernels: {cuda}",
         f"gpu: {info['gpu'] or 'none visible'}",

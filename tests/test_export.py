@@ -18,20 +18,28 @@ import pytest
 import torch
 
 from s3fn.cli import main
-from s3fn.data import Cube, ObjectDataset, S3FNDataError, SceneDataset, split_objects
-from s3fn.data.splits import split_scene
+from s3fn.data import ObjectDataset, S3FNDataError, split_objects
 from s3fn.evaluate.voting import vote_one
 from s3fn.inference import Classifier
 from s3fn.inference import export as export_module
 from s3fn.inference.export import ExportError, export, load_exported, sidecar_path
 from s3fn.train import TrainSettings, train_classifier
 from tests.data_helpers import write_object_folder
+from tests.export_helpers import (
+    EMBEDDINGS,
+    FAST,
+    NAMES,
+    OBJECT_BANDS,
+    SCENE_BANDS,
+    SCENE_WINDOW,
+    as_input,
+    mosaic,
+    probabilities,
+    scene_cube,
+    scene_dataset,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["soil", "grass", "roof"]
-SCENE_BANDS, OBJECT_BANDS = 18, 8
-FAST = {"epochs": 1, "semantic_epochs": 1, "batch_size": 32, "compare_linear": False}
-FAST |= {"refit": False, "channels": [2, 4, 4]}
 # (bundle, format) pairs; the scene bundle pools twice (dense stride 4), the object one not.
 RUNS = [(b, f) for b in ("scene", "object", "linear") for f in ("onnx", "pt2")]
 
@@ -75,36 +83,22 @@ class Run:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def scene_cube(size: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """Three vertical fields of distinct spectra, and a sparse label map of them."""
-    rng = np.random.default_rng(0)
-    fields = np.minimum(np.arange(size)[None, :] * 3 // size, 2).repeat(size, axis=0)
-    spectra = rng.uniform(0.1, 0.9, (3, SCENE_BANDS))
-    cube = spectra[fields] * rng.uniform(0.9, 1.1, (size, size, 1))
-    cube += 0.03 * rng.normal(size=cube.shape)
-    labels = np.where(rng.random((size, size)) < 0.3, fields + 1, 0)
-    return cube.astype(np.float32), labels
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Bundle]:
     """A two-stage S3FN and a linear pixel model on a scene, a 3D-CNN on objects, saved."""
     root = tmp_path_factory.mktemp("bundles")
     cube, labels = scene_cube()
-    wavelengths = np.linspace(450.0, 950.0, SCENE_BANDS)
-    scene = SceneDataset(Cube(cube, wavelengths, np.full(SCENE_BANDS, 30.0)), labels, NAMES)
-    embeddings = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2], [0.3, 0.3, 1.0]])
+    scene, split = scene_dataset(cube, labels)
     objects = ObjectDataset.from_folder(
         write_object_folder(root / "objects", NAMES, per_class=3, size=20, bands=OBJECT_BANDS),
         class_names=NAMES,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no validation part on data this small
-        split = split_scene(labels, NAMES, 15, val=0.2, holdout="blocks", seed=0)
-        scene_settings = {"window": 15, "n_components": 15, **FAST}
+        scene_settings = {"window": SCENE_WINDOW, "n_components": 15, **FAST}
         trained = {
             "scene": train_classifier(
-                scene, split, settings=TrainSettings(**scene_settings), class_embeddings=embeddings
+                scene, split, settings=TrainSettings(**scene_settings), class_embeddings=EMBEDDINGS
             ),
             "linear": train_classifier(
                 scene, split, settings=TrainSettings(stage="linear", **scene_settings)
@@ -122,30 +116,6 @@ def bundles(tmp_path_factory) -> dict[str, Bundle]:
         name: Bundle(clf.save(root / name), Classifier.load(root / name), cubes[name])
         for name, clf in trained.items()
     }
-
-
-def mosaic(cube: np.ndarray, rows: int, cols: int, seed: int) -> np.ndarray:
-    """An unseen tile: pixels of `cube` shuffled, with noise, one pixel no data in every band
-    and one in a single band."""
-    rng = np.random.default_rng(seed)
-    where = (
-        rng.integers(cube.shape[0], size=(rows, cols)),
-        rng.integers(cube.shape[1], size=(rows, cols)),
-    )
-    picked = cube[where]
-    tile = (picked + 0.02 * rng.standard_normal(picked.shape)).astype(np.float32)
-    tile[rows // 2, cols // 3] = np.nan
-    tile[rows // 3, cols // 2, 1] = np.nan
-    return tile
-
-
-def probabilities(classifier: Classifier, cube: np.ndarray) -> np.ndarray:
-    """predict_map's probabilities as (1, K, H, W), the artefact's layout."""
-    return classifier.predict_map(cube, return_probabilities=True)[1].transpose(2, 0, 1)[None]
-
-
-def as_input(cube: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(cube.transpose(2, 0, 1)[None])
 
 
 def host_tiles(bundle: Bundle, facts: dict) -> tuple[dict, dict]:
@@ -283,7 +253,7 @@ def test_a_failed_check_raises_and_leaves_no_file(bundles, tmp_path, monkeypatch
 
 def test_bad_requests_get_one_line_errors(bundles, tmp_path, monkeypatch):
     folder = bundles["linear"].folder
-    with pytest.raises(ValueError, match="format 'tflite'; expected one of onnx, pt2"):
+    with pytest.raises(ValueError, match="format 'tflite'; expected one of onnx, pt2, aoti"):
         export(folder, "tflite", tmp_path / "m.tflite")
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         export(tmp_path / "nowhere", "pt2", tmp_path / "m.pt2")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from s3fn import __version__
+from s3fn._extension import load_extension
 from s3fn.atomic import atomic_write_bytes
 from s3fn.data.errors import S3FNDataError
 from s3fn.data.preprocess import Preprocessor
@@ -65,7 +66,9 @@ def load_bundle(
     folder: str | os.PathLike, *, use_fused_ops: bool = True
 ) -> tuple[nn.Module, Preprocessor, dict[str, Any]]:
     """The model (on the CPU), the preprocessor and the settings of a bundle written by
-    `save_bundle`; the settings include `info`."""
+    `save_bundle`; the settings include `info`. With `use_fused_ops`, the ops library is
+    loaded here, not at the first forward pass: a missing build shows when the bundle loads,
+    and a process that goes on to load an exported package finds the ops registered."""
     from safetensors.torch import load
 
     folder = Path(folder)
@@ -93,6 +96,8 @@ def load_bundle(
         use_fused_ops=use_fused_ops,
     )
     model.load_state_dict(load(weights))
+    if use_fused_ops:
+        load_extension()
     preprocessor = Preprocessor.from_dict(config["preprocessor"], source=f"{path}: preprocessor")
     settings = {key: config[key] for key in SETTINGS}
     settings["info"] = config.get("info") or {}
