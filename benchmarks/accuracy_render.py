@@ -168,8 +168,10 @@ def section(
             f"the west (north) {settings.get('region_side', 0.45):.0%} of the columns (rows) "
             "and score the other side, from half a window beyond it on, as a user who labelled "
             "the fields they walked maps the rest (the networks: `s3fn train --labels SIDE "
-            "--test-labels OTHER_SIDE` with default options, which hold out 20 % of the "
-            "labelled side for validation and refit on all of it). Scored per pixel. The "
+            "--test-labels OTHER_SIDE` with default options, which hold out whole labelled "
+            "fields, about 20 % of the side, for validation and refit on all of it; the plain "
+            "3D-CNN's region cells were early-stopped on the earlier validation blocks). Scored "
+            "per pixel. The "
             "networks of a (dataset, protocol, seed) share the split.json of its `default` "
             "run; linear / SVM train on the labels the default's final model trained on.",
         ]
