@@ -131,19 +131,23 @@ def scene_split(
     fractions = {"train": 1.0 - held_val - held_test, "val": held_val, "test": held_test}
     totals = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names) + 1)[1:]
     best: tuple[float, SceneSplit] | None = None
+
+    def split_with(side: int) -> SceneSplit:
+        return split_scene(
+            labels,
+            class_names,
+            (h, w),
+            val=held_val,
+            test=held_test,
+            block_size=side,
+            seed=seed,
+            holdout=holdout,
+        )
+
     for side in range(4 * max(h, w), max(h, w) - 1, -1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            split = split_scene(
-                labels,
-                class_names,
-                (h, w),
-                val=held_val,
-                test=held_test,
-                block_size=side,
-                seed=seed,
-                holdout=holdout,
-            )
+            split = split_with(side)
         counts = split.class_counts()
         shares = [
             min(1.0, counts[part][name] / (fraction * total))
@@ -166,16 +170,7 @@ def scene_split(
         )
     else:
         reason = f"{side}px blocks come closest; no block size gives every class every part"
-        split = split_scene(
-            labels,
-            class_names,
-            (h, w),
-            val=held_val,
-            test=held_test,
-            block_size=side,
-            seed=seed,
-            holdout=holdout,
-        )
+        split = split_with(side)  # again, so that its warnings reach the user
     return split, Choice(side, reason)
 
 
