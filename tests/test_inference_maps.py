@@ -7,32 +7,14 @@ import subprocess
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.transform import Affine
 
-from s3fn.data import Cube, Preprocessor
+from s3fn.data import Cube
 from s3fn.inference import Classifier
 from s3fn.inference.maps import tile_origins
 from s3fn.io import open_source
-from s3fn.models import NO_POOLS, S3FN, SpectralSpatialCNN
-
-CLASSES = ["a", "b", "c"]
-SMALL = {"channels": (3, 4, 4), "feature_dim": 12, "hidden_dim": 8}
-
-
-def _classifier(window: int, *, pools=NO_POOLS, padding: int = 0) -> Classifier:
-    """A random S3FN on 9 bands (16 where pooled: the pools need 14 components)."""
-    torch.manual_seed(window)
-    rng = np.random.default_rng(window)
-    components = 14 if pools[0] else 7
-    preprocessor = Preprocessor.fit(
-        rng.random((300, components + 2)) + 0.1, n_components=components
-    )
-    cnn = SpectralSpatialCNN(
-        components, 3, window=window, pools=pools, padding=padding, spectral_branch=True, **SMALL
-    )
-    model = S3FN(cnn, torch.randn(3, 5), temperature="learnable", init_scale=5.0)
-    return Classifier(model, preprocessor, CLASSES, window=window, kind="scene")
+from s3fn.models import NO_POOLS
+from tests.map_helpers import random_classifier
 
 
 def _cube(height: int, width: int, bands: int = 9, seed: int = 0) -> np.ndarray:
@@ -64,14 +46,14 @@ def _assert_same(labels, probabilities, reference_labels, reference_probabilitie
     ],
 )
 def test_tiled_dense_map_equals_one_window_per_pixel(window, pools, tile, shape):
-    classifier = _classifier(window, pools=pools)
+    classifier = random_classifier(window, pools=pools)
     cube = _cube(*shape, bands=classifier.n_bands)
     labels, probabilities = classifier.predict_map(cube, return_probabilities=True, tile=tile)
     _assert_same(labels, probabilities, *_per_window(classifier, cube))
 
 
 def test_tiling_never_changes_a_label():
-    classifier = _classifier(9)
+    classifier = random_classifier(9)
     cube = _cube(40, 33, seed=3)
     whole = classifier.predict_map(cube, tile=1000)
     for tile in (4, 7, 13, 32):
@@ -79,14 +61,14 @@ def test_tiling_never_changes_a_label():
 
 
 def test_models_without_a_dense_form_fall_back_to_windows_with_the_same_result():
-    classifier = _classifier(7, padding=1)
+    classifier = random_classifier(7, padding=1)
     cube = _cube(12, 14)
     labels, probabilities = classifier.predict_map(cube, return_probabilities=True, tile=5)
     _assert_same(labels, probabilities, *_per_window(classifier, cube))
 
 
 def test_the_mask_limits_the_labels():
-    classifier = _classifier(7)
+    classifier = random_classifier(7)
     cube = _cube(15, 16)
     mask = np.zeros((15, 16), dtype=bool)
     mask[3:9, 2:12] = True
@@ -105,7 +87,7 @@ def test_tiles_cover_the_scene_once():
 
 
 def test_write_map_keeps_the_inputs_georeferencing(tmp_path):
-    classifier = _classifier(7)
+    classifier = random_classifier(7)
     cube = _cube(20, 24)
     source_path = tmp_path / "scene.tif"
     transform = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4100000.0)

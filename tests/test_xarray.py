@@ -17,11 +17,11 @@ import xarray as xr
 from distributed import Client, LocalCluster
 from rasterio.transform import from_origin
 
-from s3fn.data import BandFillWarning, Cube, Preprocessor, S3FNDataError, SceneDataset, split_scene
+from s3fn.data import BandFillWarning, Cube, S3FNDataError, SceneDataset, split_scene
 from s3fn.inference import Classifier
 from s3fn.io import open_source
-from s3fn.models import S3FN, SpectralSpatialCNN
 from s3fn.train import TrainSettings, train_classifier
+from tests.map_helpers import random_classifier
 
 BANDS = 10
 WAVELENGTHS = np.linspace(450.0, 900.0, BANDS)
@@ -139,17 +139,9 @@ def test_chunks_thinner_than_the_halo_are_merged(classifier, cube, expected):
 @pytest.mark.parametrize(("window", "pools"), [(7, (None, None, None)), (16, ("avg", None, "avg"))])
 def test_pooled_and_odd_windows_match_across_chunks(window, pools):
     """Dense passes with a stride of 4 (pooling) or none, chunks at offsets of any stride."""
-    torch.manual_seed(window)
+    small = random_classifier(window, pools=pools)
     rng = np.random.default_rng(window)
-    components = 14 if pools[0] else 7
-    preprocessor = Preprocessor.fit(
-        rng.random((300, components + 2)) + 0.1, n_components=components
-    )
-    cnn = SpectralSpatialCNN(
-        components, 3, window=window, pools=pools, channels=(3, 4, 4), feature_dim=12, hidden_dim=8
-    )
-    model = S3FN(cnn, torch.randn(3, 5), temperature="learnable", init_scale=5.0)
-    small = Classifier(model, preprocessor, ["a", "b", "c"], window=window, kind="scene")
+    components = small.preprocessor.n_components
     cube = (rng.random((27, 23, components + 2)) + 0.1).astype(np.float32)
     labels, probabilities = small.predict_map(cube, return_probabilities=True)
     scene = _data_array(cube).chunk({"y": (9, 9, 9), "x": (10, 13)})
